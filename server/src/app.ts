@@ -1,0 +1,105 @@
+import { readFileSync } from 'node:fs';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import type { DestinationStream, Logger } from 'pino';
+import type { Config } from './config.js';
+import { openDatabase, type Database } from './db/database.js';
+import { migrateToLatest } from './db/migrate.js';
+import { opsRoutes } from './modules/ops/ops.routes.js';
+import { installErrorHandling } from './platform/error-handler.js';
+import { createLogger } from './platform/logger.js';
+import { createMetrics, instrumentRequests, type Metrics } from './platform/metrics.js';
+import type { KeelModule, Lifecycle, ModuleContext } from './platform/module.js';
+import { installOpenApi } from './platform/openapi.js';
+import { installRateLimit } from './platform/rate-limit.js';
+import { closeRedis, createRedis } from './platform/redis.js';
+import { requestIdFor } from './platform/request-id.js';
+import { AccessLog } from './platform/request-log.js';
+import { installSecurity } from './platform/security.js';
+import { schemaCompiler } from './platform/validation.js';
+import { installWebConsole } from './web.js';
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** The capabilities Keel serves, in registration order. Each later issue appends its module here. */
+export const MODULES: readonly KeelModule[] = [opsRoutes];
+
+export interface BuildOptions {
+  /** Where log lines go (tests read them); stdout by default. */
+  logStream?: DestinationStream;
+  /** Use this logger instead of creating one. */
+  logger?: Logger;
+  /** Extra modules after the built-in ones (tests add probes). */
+  extraModules?: readonly KeelModule[];
+}
+
+export interface KeelApp {
+  readonly app: FastifyInstance;
+  readonly context: ModuleContext;
+  /** Marks the instance as draining: /ready answers 503 and streams are told to finish. */
+  beginShutdown(): void;
+}
+
+/**
+ * The one place where Keel is wired together: logger, database (migrated when configured), Redis,
+ * metrics, the cross-cutting hooks, then every module. Closing the Fastify app closes what it opened.
+ */
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<KeelApp> {
+  const logger = options.logger ?? createLogger(config, options.logStream);
+  const database = openDatabase(config.database, logger);
+  const redis = config.redisUrl ? createRedis(config.redisUrl, logger) : undefined;
+  try {
+    if (config.database.migrateOnStart) {
+      const { applied } = await migrateToLatest(database.db);
+      if (applied.length > 0) logger.info({ applied }, 'migrations applied');
+    }
+    return await assemble(config, options, logger, database, redis, createMetrics());
+  } catch (err) {
+    await Promise.allSettled([database.close(), redis ? closeRedis(redis) : undefined]);
+    throw err;
+  }
+}
+
+async function assemble(config: Config, options: BuildOptions, logger: Logger, database: Database, redis: Redis | undefined, metrics: Metrics): Promise<KeelApp> {
+  const shutdown = new AbortController();
+  const lifecycle: Lifecycle = {
+    get draining() {
+      return shutdown.signal.aborted;
+    },
+    signal: shutdown.signal,
+  };
+  const context: ModuleContext = { config, database, redis, logger, metrics, lifecycle, version: VERSION };
+
+  const app = Fastify({
+    loggerInstance: logger,
+    genReqId: requestIdFor,
+    requestIdHeader: false,
+    logController: new AccessLog(),
+    bodyLimit: config.bodyLimitBytes,
+    trustProxy: config.trustProxy,
+    return503OnClosing: true,
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+  }).withTypeProvider<TypeBoxTypeProvider>() as unknown as FastifyInstance;
+  app.setValidatorCompiler(schemaCompiler());
+
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id);
+  });
+  instrumentRequests(app, metrics);
+  await installSecurity(app, config);
+  await installRateLimit(app, config, redis);
+  await installOpenApi(app, config, VERSION);
+  const web = await installWebConsole(app, config.webDir);
+  installErrorHandling(app, config, web.serveIndex);
+
+  for (const mod of [...MODULES, ...(options.extraModules ?? [])]) {
+    await app.register(async (scope) => mod(scope, context));
+  }
+
+  app.addHook('onClose', async () => {
+    await Promise.allSettled([database.close(), redis ? closeRedis(redis) : undefined]);
+  });
+  await app.ready();
+  return { app, context, beginShutdown: () => shutdown.abort() };
+}

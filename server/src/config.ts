@@ -1,0 +1,267 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseEnv } from 'node:util';
+
+/** The one typed, validated, frozen configuration object every part of Keel reads. */
+export interface Config {
+  readonly env: 'development' | 'production' | 'test';
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly database: DatabaseConfig;
+  /** Token signing secret. In development it may be generated and kept in `dataDir`. */
+  readonly secretKey: string;
+  readonly secretKeySource: 'env' | 'generated' | 'file';
+  readonly corsOrigins: readonly string[];
+  readonly accessTokenExpireMinutes: number;
+  readonly refreshTokenExpireDays: number;
+  readonly logLevel: LogLevel;
+  readonly docsEnabled: boolean;
+  readonly maxUploadSizeMb: number;
+  readonly allowedExtensions: readonly string[];
+  readonly redisUrl: string | undefined;
+  readonly bodyLimitBytes: number;
+  readonly rateLimit: RateLimitConfig;
+  readonly shutdownTimeoutMs: number;
+  readonly trustProxy: boolean | string;
+  readonly webDir: string | undefined;
+}
+
+export interface DatabaseConfig {
+  readonly kind: 'sqlite' | 'postgres';
+  /** For SQLite a file path (or `:memory:`); for Postgres the connection URL. */
+  readonly url: string;
+  /** Postgres only: the schema Keel's tables live in (search_path). */
+  readonly schema: string | undefined;
+  readonly poolMax: number;
+  readonly connectTimeoutMs: number;
+  readonly migrateOnStart: boolean;
+  /** True when DATABASE_URL was given explicitly rather than defaulted. */
+  readonly explicit: boolean;
+}
+
+export interface RateLimitConfig {
+  readonly enabled: boolean;
+  /** Requests per window per client IP, for every route but operations routes. */
+  readonly max: number;
+  readonly windowMs: number;
+  /** The stricter limit that authentication routes opt into. */
+  readonly authMax: number;
+  readonly authWindowMs: number;
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Every environment variable Keel reads, its default and meaning; docs/configuration.md mirrors it (a test checks). */
+export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; description: string }> = [
+  { name: 'NODE_ENV', default: 'development', description: '`production` turns on the production refusals and HSTS; `test` is used by the test suite.' },
+  { name: 'HOST', default: '127.0.0.1', description: 'Interface to listen on.' },
+  { name: 'PORT', default: '8000', description: 'TCP port to listen on.' },
+  { name: 'DATA_DIR', default: './data', description: 'SQLite file, generated development secret, uploaded files, development mail outbox.' },
+  { name: 'DATABASE_URL', default: '$DATA_DIR/keel.db', description: 'A SQLite file path (`sqlite:`/`file:` prefixes allowed) or a `postgres://` / `postgresql://` URL. Required in production.' },
+  { name: 'DATABASE_SCHEMA', default: '(none: `public`)', description: 'Postgres only: the schema that holds Keel\'s tables (sets `search_path`).' },
+  { name: 'DATABASE_POOL_MAX', default: '10', description: 'Postgres only: connections in the pool.' },
+  { name: 'DATABASE_CONNECT_TIMEOUT_MS', default: '5000', description: 'How long a request waits for a database connection before answering 503.' },
+  { name: 'MIGRATE_ON_START', default: 'true', description: 'Apply pending migrations when the server starts; `false` leaves it to `keel migrate`.' },
+  { name: 'SECRET_KEY', default: '(generated in development)', description: 'Token signing secret, at least 32 bytes. Required in production; in development a random one is generated and kept in `$DATA_DIR/secret.key`.' },
+  { name: 'CORS_ORIGINS', default: '(none in production; the Vite dev server in development)', description: 'Exact allowed origins, comma-separated. `*` is refused in production. Alias: `ALLOWED_ORIGINS`.' },
+  { name: 'ALLOWED_ORIGINS', default: '', description: 'Alias of `CORS_ORIGINS` (seed 002\'s name); `CORS_ORIGINS` wins when both are set.' },
+  { name: 'ACCESS_TOKEN_EXPIRE_MINUTES', default: '15', description: 'Lifetime of access tokens.' },
+  { name: 'REFRESH_TOKEN_EXPIRE_DAYS', default: '30', description: 'Lifetime of refresh tokens.' },
+  { name: 'LOG_LEVEL', default: 'info', description: 'pino level: fatal, error, warn, info, debug, trace, silent (case-insensitive).' },
+  { name: 'DOCS_ENABLED', default: 'true', description: 'Serve Swagger UI at `/docs` (the OpenAPI document at `/openapi.json` follows it).' },
+  { name: 'MAX_UPLOAD_SIZE_MB', default: '10', description: 'Largest accepted document upload.' },
+  { name: 'ALLOWED_EXTENSIONS', default: 'json,yaml,yml,md,txt,pdf,html', description: 'File extensions accepted for upload, comma-separated.' },
+  { name: 'REDIS_URL', default: '(none)', description: 'Redis for shared rate-limit counters and pub/sub across instances; unset → in-process.' },
+  { name: 'BODY_LIMIT_KB', default: '1024', description: 'Largest JSON request body; larger bodies get 413.' },
+  { name: 'RATE_LIMIT_ENABLED', default: 'true', description: 'Turn the global and auth rate limits on or off.' },
+  { name: 'RATE_LIMIT_MAX', default: '600', description: 'Requests per window per client IP (operations routes excluded).' },
+  { name: 'RATE_LIMIT_WINDOW_MS', default: '60000', description: 'Window of the global rate limit.' },
+  { name: 'AUTH_RATE_LIMIT_MAX', default: '20', description: 'Requests per window per client IP on authentication routes.' },
+  { name: 'AUTH_RATE_LIMIT_WINDOW_MS', default: '60000', description: 'Window of the authentication rate limit.' },
+  { name: 'SHUTDOWN_TIMEOUT_MS', default: '10000', description: 'On SIGTERM/SIGINT, how long in-flight requests and streams may run before connections are cut.' },
+  { name: 'TRUST_PROXY', default: 'false', description: '`true`, a hop count, or a comma list of proxy addresses/CIDRs whose `X-Forwarded-*` headers are believed (set it behind Caddy/nginx).' },
+  { name: 'WEB_DIR', default: '(the built console, web/dist)', description: 'Directory of the web console served at `/`.' },
+];
+
+const PLACEHOLDER_SECRET = /change[-_ ]?me|changeme|your[-_ ]?(secret|generated|key)|paste[-_ ]?your|placeholder|example|^secret$|^password$|^dev(elopment)?[-_ ]?secret/i;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`Keel cannot start; fix the configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Reads `.env` (if present) beneath the process environment: real environment variables win. */
+export function readEnvironment(cwd = process.cwd(), env: NodeJS.ProcessEnv = process.env): Record<string, string | undefined> {
+  const file = path.join(cwd, '.env');
+  const fromFile = existsSync(file) ? parseEnv(readFileSync(file, 'utf8')) : {};
+  return { ...fromFile, ...env };
+}
+
+/**
+ * Turns an environment into a Config, or throws a ConfigError that lists every problem at once.
+ * Pure except for the development secret, which `resolveSecret` may read from or write to DATA_DIR.
+ */
+export function loadConfig(env: Record<string, string | undefined>, opts: { cwd?: string; persistDevSecret?: boolean } = {}): Config {
+  const cwd = opts.cwd ?? process.cwd();
+  const problems: string[] = [];
+  const get = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  };
+  const int = (name: string, def: number, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const raw = get(name);
+    if (raw === undefined) return def;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      problems.push(`${name} must be a whole number between ${min} and ${max} (got "${raw}").`);
+      return def;
+    }
+    return n;
+  };
+  const bool = (name: string, def: boolean): boolean => {
+    const raw = get(name)?.toLowerCase();
+    if (raw === undefined) return def;
+    if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
+    if (['0', 'false', 'no', 'off'].includes(raw)) return false;
+    problems.push(`${name} must be true or false (got "${raw}").`);
+    return def;
+  };
+  const list = (raw: string | undefined): string[] =>
+    (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+
+  const nodeEnv = get('NODE_ENV') ?? 'development';
+  let envName: Config['env'] = 'development';
+  if (nodeEnv === 'production' || nodeEnv === 'test' || nodeEnv === 'development') envName = nodeEnv;
+  else problems.push(`NODE_ENV must be development, production or test (got "${nodeEnv}").`);
+  const production = envName === 'production';
+
+  const dataDir = path.resolve(cwd, get('DATA_DIR') ?? './data');
+
+  const rawDbUrl = get('DATABASE_URL');
+  if (production && rawDbUrl === undefined) {
+    problems.push('DATABASE_URL is not set: production needs an explicit database (a postgres:// URL or a SQLite file path), so data never lands in a default location by accident.');
+  }
+  const database = parseDatabaseUrl(rawDbUrl, dataDir, cwd, problems);
+
+  const logLevelRaw = (get('LOG_LEVEL') ?? 'info').toLowerCase();
+  const logLevel = (LOG_LEVELS as readonly string[]).includes(logLevelRaw) ? (logLevelRaw as LogLevel) : 'info';
+  if (logLevel !== logLevelRaw) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')} (got "${logLevelRaw}").`);
+
+  const corsRaw = get('CORS_ORIGINS') ?? get('ALLOWED_ORIGINS');
+  const corsOrigins = corsRaw === undefined
+    ? (production ? [] : ['http://localhost:5173', 'http://127.0.0.1:5173'])
+    : list(corsRaw).map((o) => o.replace(/\/+$/, ''));
+  for (const origin of corsOrigins) {
+    if (origin === '*') {
+      if (production) problems.push('CORS_ORIGINS contains "*": in production list the exact origins of your front ends (scheme://host[:port]).');
+    } else if (!/^https?:\/\/[^/\s]+$/.test(origin)) {
+      problems.push(`CORS_ORIGINS entry "${origin}" is not an origin (scheme://host[:port], no path).`);
+    }
+  }
+
+  const trustRaw = get('TRUST_PROXY');
+  let trustProxy: boolean | string = false;
+  if (trustRaw !== undefined) {
+    if (/^(true|false)$/i.test(trustRaw)) trustProxy = trustRaw.toLowerCase() === 'true';
+    else trustProxy = trustRaw;
+  }
+
+  const secret = resolveSecret(get('SECRET_KEY'), envName, dataDir, opts.persistDevSecret ?? true, problems);
+
+  const config: Config = {
+    env: envName,
+    host: get('HOST') ?? '127.0.0.1',
+    port: int('PORT', 8000, 0, 65535),
+    dataDir,
+    database: {
+      ...database,
+      schema: get('DATABASE_SCHEMA'),
+      poolMax: int('DATABASE_POOL_MAX', 10, 1, 1000),
+      connectTimeoutMs: int('DATABASE_CONNECT_TIMEOUT_MS', 5000, 100, 600_000),
+      migrateOnStart: bool('MIGRATE_ON_START', true),
+      explicit: rawDbUrl !== undefined,
+    },
+    secretKey: secret.value,
+    secretKeySource: secret.source,
+    corsOrigins,
+    accessTokenExpireMinutes: int('ACCESS_TOKEN_EXPIRE_MINUTES', 15, 1, 24 * 60),
+    refreshTokenExpireDays: int('REFRESH_TOKEN_EXPIRE_DAYS', 30, 1, 3650),
+    logLevel,
+    docsEnabled: bool('DOCS_ENABLED', true),
+    maxUploadSizeMb: int('MAX_UPLOAD_SIZE_MB', 10, 1, 10_240),
+    allowedExtensions: list(get('ALLOWED_EXTENSIONS') ?? 'json,yaml,yml,md,txt,pdf,html').map((e) => e.replace(/^\./, '').toLowerCase()),
+    redisUrl: get('REDIS_URL'),
+    bodyLimitBytes: int('BODY_LIMIT_KB', 1024, 1, 1024 * 1024) * 1024,
+    rateLimit: {
+      enabled: bool('RATE_LIMIT_ENABLED', true),
+      max: int('RATE_LIMIT_MAX', 600, 1),
+      windowMs: int('RATE_LIMIT_WINDOW_MS', 60_000, 100),
+      authMax: int('AUTH_RATE_LIMIT_MAX', 20, 1),
+      authWindowMs: int('AUTH_RATE_LIMIT_WINDOW_MS', 60_000, 100),
+    },
+    shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
+    trustProxy,
+    webDir: get('WEB_DIR') === undefined ? undefined : path.resolve(cwd, get('WEB_DIR') as string),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return deepFreeze(config);
+}
+
+function parseDatabaseUrl(raw: string | undefined, dataDir: string, cwd: string, problems: string[]): Pick<DatabaseConfig, 'kind' | 'url'> {
+  if (raw === undefined) return { kind: 'sqlite', url: path.join(dataDir, 'keel.db') };
+  if (/^postgres(ql)?:\/\//i.test(raw)) {
+    try {
+      new URL(raw);
+    } catch {
+      problems.push('DATABASE_URL looks like a Postgres URL but cannot be parsed.');
+    }
+    return { kind: 'postgres', url: raw };
+  }
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(raw) && !/^(sqlite|file):/i.test(raw)) {
+    problems.push(`DATABASE_URL scheme is not supported (got "${raw.split(':')[0]}"): use a postgres:// URL or a SQLite file path.`);
+    return { kind: 'sqlite', url: path.join(dataDir, 'keel.db') };
+  }
+  const file = raw.replace(/^(sqlite|file):(\/\/)?/i, '');
+  return { kind: 'sqlite', url: file === ':memory:' ? file : path.resolve(cwd, file) };
+}
+
+/** Why a secret is unfit for production, or undefined when it is fine. */
+export function secretProblem(secret: string | undefined): string | undefined {
+  if (secret === undefined) return 'SECRET_KEY is not set: generate one with `keel gen-secret` (or `openssl rand -hex 32`).';
+  if (Buffer.byteLength(secret, 'utf8') < 32) return `SECRET_KEY is too short (${Buffer.byteLength(secret, 'utf8')} bytes): it must be at least 32 bytes; generate one with \`keel gen-secret\`.`;
+  if (PLACEHOLDER_SECRET.test(secret) || new Set(secret).size < 8) return 'SECRET_KEY is a well-known placeholder or has almost no entropy: generate a real one with `keel gen-secret`.';
+  return undefined;
+}
+
+function resolveSecret(fromEnv: string | undefined, env: Config['env'], dataDir: string, persist: boolean, problems: string[]): { value: string; source: Config['secretKeySource'] } {
+  if (env === 'production') {
+    const problem = secretProblem(fromEnv);
+    if (problem) problems.push(problem);
+    return { value: fromEnv ?? '', source: 'env' };
+  }
+  if (fromEnv !== undefined) return { value: fromEnv, source: 'env' };
+  if (!persist) return { value: randomBytes(32).toString('hex'), source: 'generated' };
+  const file = path.join(dataDir, 'secret.key');
+  if (existsSync(file)) {
+    const stored = readFileSync(file, 'utf8').trim();
+    if (stored.length >= 64) return { value: stored, source: 'file' };
+  }
+  mkdirSync(dataDir, { recursive: true });
+  const value = randomBytes(32).toString('hex');
+  writeFileSync(file, `${value}\n`, { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return { value, source: 'generated' };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,10 @@
+import type { Migration } from 'kysely';
+import * as createUsers from './20261122000000_create_users.js';
+
+/**
+ * Every migration, in order. Imported statically (not read from a folder) so the compiled server and
+ * a bundled image carry them without a file-system lookup. Names are `<timestamp>_<what>`.
+ */
+export const migrations: Record<string, Migration> = {
+  '20261122000000_create_users': createUsers,
+};

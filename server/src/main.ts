@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+import { ConfigError, loadConfig, readEnvironment, type Config } from './config.js';
+import { runDoctor } from './cli/doctor.js';
+import { generateSecret } from './cli/gen-secret.js';
+import { runMigrate } from './cli/migrate.js';
+import { createLogger } from './platform/logger.js';
+import { serve } from './serve.js';
+
+const USAGE = `keel — the self-hosted backend for AI apps
+
+usage: keel <command>
+
+commands:
+  serve        start the API and web console (default)
+  migrate      apply pending database migrations (--status: list them, change nothing)
+  doctor       check configuration, database and services; explain what is wrong
+  gen-secret   print a new random SECRET_KEY
+  help         show this text
+
+Configuration comes from the environment and an optional .env file (docs/configuration.md).`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command = 'serve', ...args] = argv;
+  switch (command) {
+    case 'serve': {
+      const config = configOrExit();
+      const logger = createLogger(config);
+      if (config.secretKeySource === 'generated') logger.warn({ file: `${config.dataDir}/secret.key` }, 'no SECRET_KEY set: generated a development secret and saved it in the data directory (set SECRET_KEY in production)');
+      if (config.secretKeySource === 'file') logger.info({ file: `${config.dataDir}/secret.key` }, 'no SECRET_KEY set: using the development secret saved in the data directory');
+      await serve(config, { logger, handleSignals: true });
+      return -1;
+    }
+    case 'migrate':
+      return runMigrate(configOrExit(), args.includes('--status'));
+    case 'doctor':
+      return runDoctor(readEnvironment());
+    case 'gen-secret':
+      process.stdout.write(`${generateSecret()}\n`);
+      return 0;
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    default:
+      process.stderr.write(`keel: unknown command "${command}"\n\n${USAGE}\n`);
+      return 64;
+  }
+}
+
+function configOrExit(): Config {
+  try {
+    return loadConfig(readEnvironment());
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(78);
+    }
+    throw err;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err: unknown) => {
+    process.stderr.write(`keel: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

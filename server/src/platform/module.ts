@@ -1,0 +1,26 @@
+import type { FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { Database } from '../db/database.js';
+import type { Metrics } from './metrics.js';
+
+/** The process's shutdown state: long-lived streams watch `signal` to finish cleanly before the deadline. */
+export interface Lifecycle {
+  readonly draining: boolean;
+  readonly signal: AbortSignal;
+}
+
+/** What every capability module is given: its dependencies are arguments, never globals. */
+export interface ModuleContext {
+  readonly config: Config;
+  readonly database: Database;
+  readonly redis: Redis | undefined;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly lifecycle: Lifecycle;
+  readonly version: string;
+}
+
+/** A capability: registers its routes (and hooks) inside its own encapsulated Fastify scope. */
+export type KeelModule = (app: FastifyInstance, ctx: ModuleContext) => Promise<void>;

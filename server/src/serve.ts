@@ -1,0 +1,58 @@
+import type { Config } from './config.js';
+import { buildApp, type BuildOptions, type KeelApp } from './app.js';
+
+export interface RunningServer {
+  readonly keel: KeelApp;
+  readonly url: string;
+  /** Graceful stop: drain, finish in-flight requests and streams up to the deadline, close the database. */
+  stop(reason?: string): Promise<void>;
+}
+
+/**
+ * Builds Keel and listens on HOST:PORT. With `handleSignals`, the first SIGTERM/SIGINT stops it
+ * gracefully and exits; a second one exits at once.
+ */
+export async function serve(config: Config, options: BuildOptions & { handleSignals?: boolean } = {}): Promise<RunningServer> {
+  const keel = await buildApp(config, options);
+  const { app } = keel;
+  const url = await app.listen({ host: config.host, port: config.port });
+  app.log.info({ url, database: config.database.kind, env: config.env, redis: Boolean(config.redisUrl) }, 'keel listening');
+
+  let stopping: Promise<void> | undefined;
+  const stop = (reason = 'stop'): Promise<void> => {
+    stopping ??= (async () => {
+      app.log.info({ reason, deadline_ms: config.shutdownTimeoutMs }, 'shutting down: no new connections, finishing in-flight requests');
+      keel.beginShutdown();
+      // Past the deadline, whatever is still open (a stalled stream, a slow client) is cut so the
+      // process can exit; before it, requests and streams finish normally.
+      const deadline = setTimeout(() => {
+        app.log.warn('shutdown deadline reached: closing remaining connections');
+        app.server.closeAllConnections();
+      }, config.shutdownTimeoutMs);
+      deadline.unref();
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(deadline);
+      }
+      app.log.info('shutdown complete');
+    })();
+    return stopping;
+  };
+
+  if (options.handleSignals) {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        app.log.warn({ signal }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      stop(signal).then(() => process.exit(0), (err: unknown) => {
+        app.log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      });
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }
+  return { keel, url, stop };
+}
