@@ -83,8 +83,15 @@ async function assemble(config: Config, options: BuildOptions, logger: Logger, d
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as FastifyInstance;
   app.setValidatorCompiler(schemaCompiler());
 
-  app.addHook('onRequest', async (request, reply) => {
+  app.addHook('onRequest', (request, reply, done) => {
     void reply.header('x-request-id', request.id);
+    done();
+  });
+  // While draining, each finished response closes its connection, so keep-alive clients move to
+  // another instance and the process is not held open by idle sockets until the deadline.
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (shutdown.signal.aborted) void reply.header('connection', 'close');
+    done(null, payload);
   });
   instrumentRequests(app, metrics);
   await installSecurity(app, config);

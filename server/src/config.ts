@@ -21,6 +21,8 @@ export interface Config {
   readonly maxUploadSizeMb: number;
   readonly allowedExtensions: readonly string[];
   readonly redisUrl: string | undefined;
+  /** Prefix of every Redis key and channel, so several deployments can share one Redis. */
+  readonly redisKeyPrefix: string;
   readonly bodyLimitBytes: number;
   readonly rateLimit: RateLimitConfig;
   readonly shutdownTimeoutMs: number;
@@ -75,6 +77,7 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
   { name: 'MAX_UPLOAD_SIZE_MB', default: '10', description: 'Largest accepted document upload.' },
   { name: 'ALLOWED_EXTENSIONS', default: 'json,yaml,yml,md,txt,pdf,html', description: 'File extensions accepted for upload, comma-separated.' },
   { name: 'REDIS_URL', default: '(none)', description: 'Redis for shared rate-limit counters and pub/sub across instances; unset → in-process.' },
+  { name: 'REDIS_KEY_PREFIX', default: 'keel:', description: 'Prefix of every Redis key and channel, so several deployments can share one Redis.' },
   { name: 'BODY_LIMIT_KB', default: '1024', description: 'Largest JSON request body; larger bodies get 413.' },
   { name: 'RATE_LIMIT_ENABLED', default: 'true', description: 'Turn the global and auth rate limits on or off.' },
   { name: 'RATE_LIMIT_MAX', default: '600', description: 'Requests per window per client IP (operations routes excluded).' },
@@ -196,6 +199,7 @@ export function loadConfig(env: Record<string, string | undefined>, opts: { cwd?
     maxUploadSizeMb: int('MAX_UPLOAD_SIZE_MB', 10, 1, 10_240),
     allowedExtensions: list(get('ALLOWED_EXTENSIONS') ?? 'json,yaml,yml,md,txt,pdf,html').map((e) => e.replace(/^\./, '').toLowerCase()),
     redisUrl: get('REDIS_URL'),
+    redisKeyPrefix: get('REDIS_KEY_PREFIX') ?? 'keel:',
     bodyLimitBytes: int('BODY_LIMIT_KB', 1024, 1, 1024 * 1024) * 1024,
     rateLimit: {
       enabled: bool('RATE_LIMIT_ENABLED', true),

@@ -30,10 +30,14 @@ export async function serve(config: Config, options: BuildOptions & { handleSign
         app.server.closeAllConnections();
       }, config.shutdownTimeoutMs);
       deadline.unref();
+      // Connections that turn idle after close() began (a response just finished) are closed too.
+      const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
+      sweep.unref();
       try {
         await app.close();
       } finally {
         clearTimeout(deadline);
+        clearInterval(sweep);
       }
       app.log.info('shutdown complete');
     })();

@@ -9,13 +9,13 @@ import { AppError } from './errors.js';
  * as several instances so the limit is shared. If Redis is unreachable the limiter lets requests
  * through rather than failing the API: a rate limit protects capacity, it is not an auth check.
  */
-export async function installRateLimit(app: FastifyInstance, config: Pick<Config, 'rateLimit'>, redis: Redis | undefined): Promise<void> {
+export async function installRateLimit(app: FastifyInstance, config: Pick<Config, 'rateLimit' | 'redisKeyPrefix'>, redis: Redis | undefined): Promise<void> {
   if (!config.rateLimit.enabled) return;
   await app.register(rateLimit, {
     global: true,
     max: config.rateLimit.max,
     timeWindow: config.rateLimit.windowMs,
-    ...(redis ? { redis, nameSpace: 'keel:rl:' } : {}),
+    ...(redis ? { redis, nameSpace: `${config.redisKeyPrefix}rl:` } : {}),
     skipOnError: true,
     keyGenerator: (request) => request.ip,
     addHeaders: { 'x-ratelimit-limit': true, 'x-ratelimit-remaining': true, 'x-ratelimit-reset': true, 'retry-after': true },
