@@ -237,8 +237,8 @@ function parseDatabaseUrl(raw: string | undefined, dataDir: string, cwd: string,
 /** Why a secret is unfit for production, or undefined when it is fine. */
 export function secretProblem(secret: string | undefined): string | undefined {
   if (secret === undefined) return 'SECRET_KEY is not set: generate one with `keel gen-secret` (or `openssl rand -hex 32`).';
-  if (Buffer.byteLength(secret, 'utf8') < 32) return `SECRET_KEY is too short (${Buffer.byteLength(secret, 'utf8')} bytes): it must be at least 32 bytes; generate one with \`keel gen-secret\`.`;
   if (PLACEHOLDER_SECRET.test(secret) || new Set(secret).size < 8) return 'SECRET_KEY is a well-known placeholder or has almost no entropy: generate a real one with `keel gen-secret`.';
+  if (Buffer.byteLength(secret, 'utf8') < 32) return `SECRET_KEY is too short (${Buffer.byteLength(secret, 'utf8')} bytes): it must be at least 32 bytes; generate one with \`keel gen-secret\`.`;
   return undefined;
 }
 

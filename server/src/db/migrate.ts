@@ -1,10 +1,19 @@
 import { Migrator, sql, type Kysely, type MigrationResult } from 'kysely';
+import { dialectOf } from './migration-helpers.js';
 import { migrations } from './migrations/index.js';
 
 const MIGRATION_TABLE = 'kysely_migration';
 
-function migrator<T>(db: Kysely<T>): Migrator {
-  return new Migrator({ db, provider: { getMigrations: async () => migrations } });
+async function migrator<T>(db: Kysely<T>): Promise<Migrator> {
+  // Kysely looks for its bookkeeping tables in every schema unless told which one; another Keel
+  // schema in the same database (a second deployment, a test run) would then hide ours. Pin them to
+  // the schema this connection writes to (DATABASE_SCHEMA or the search_path default).
+  let migrationTableSchema: string | undefined;
+  if (dialectOf(db as Kysely<unknown>).name === 'postgres') {
+    const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(db);
+    migrationTableSchema = rows[0]?.schema;
+  }
+  return new Migrator({ db, provider: { getMigrations: async () => migrations }, ...(migrationTableSchema ? { migrationTableSchema } : {}) });
 }
 
 /**
@@ -12,7 +21,7 @@ function migrator<T>(db: Kysely<T>): Migrator {
  * two Keel processes starting together on one Postgres do not both run a migration.
  */
 export async function migrateToLatest<T>(db: Kysely<T>): Promise<{ applied: string[] }> {
-  const { error, results } = await migrator(db).migrateToLatest();
+  const { error, results } = await (await migrator(db)).migrateToLatest();
   if (error) {
     const failed = results?.find((r: MigrationResult) => r.status === 'Error');
     const why = error instanceof Error ? error.message : JSON.stringify(error);

@@ -73,7 +73,8 @@ describe('configuration', () => {
 
     it.each([
       ['a missing secret', { SECRET_KEY: '' }, 'SECRET_KEY is not set'],
-      ['a short secret', { SECRET_KEY: 'a1b2c3d4e5f6' }, 'SECRET_KEY is too short'],
+      ['a short secret', { SECRET_KEY: 'a1b2c3d4e5f6g7h8' }, 'SECRET_KEY is too short'],
+      ['a short placeholder', { SECRET_KEY: 'change-me' }, 'SECRET_KEY is a well-known placeholder'],
       ['a placeholder secret', { SECRET_KEY: 'change-me-in-production-please-0123456789' }, 'placeholder'],
       ['seed 002\'s placeholder', { SECRET_KEY: 'PASTE_YOUR_GENERATED_KEY_HERE_0123456789abcdef' }, 'placeholder'],
       ['a low-entropy secret', { SECRET_KEY: 'a'.repeat(64) }, 'placeholder'],

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { openDatabase, pgTimestampToIso, type Database } from '../../src/db/database.js';
 import { isDatabaseUnavailable } from '../../src/db/errors.js';
 import { migrateToLatest, migrationStatus } from '../../src/db/migrate.js';
@@ -17,6 +17,14 @@ describeEachDatabase('database layer', (db) => {
   afterAll(() => database.close());
 
   it('applies every migration, and re-running is a no-op', async () => {
+    // Another Keel schema in the same database must not hide this one's migration bookkeeping.
+    const decoy = `${db().env.DATABASE_SCHEMA}_decoy`;
+    if (database.dialect.name === 'postgres') {
+      await sql.raw(`create schema "${decoy}"; create table "${decoy}".kysely_migration (name text); create table "${decoy}".kysely_migration_lock (id text)`).execute(database.db);
+    }
+    onTestFinished(async () => {
+      if (database.dialect.name === 'postgres') await sql.raw(`drop schema if exists "${decoy}" cascade`).execute(database.db);
+    });
     expect((await migrationStatus(database.db)).pending).toEqual(Object.keys(migrations));
     const first = await migrateToLatest(database.db);
     expect(first.applied).toEqual(Object.keys(migrations));

@@ -58,5 +58,8 @@ describe.runIf(postgresAvailable)('database outage [postgres]', () => {
     expect(await eventually(async () => (await request(`${s.url}/ready`)).status === 200)).toBe(true);
     expect((await request(`${s.url}/_probe/users`)).status).toBe(200);
     expect(s.logText()).toContain('database unavailable');
+    expect(s.logText()).toContain('readiness check failed');
+    // the reply says what is wrong, not where the database lives
+    expect(JSON.stringify(ready.body)).not.toMatch(/ECONNREFUSED|127\.0\.0\.1/);
   });
 });

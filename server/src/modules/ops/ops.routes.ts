@@ -29,8 +29,9 @@ export async function opsRoutes(app: FastifyInstance, ctx: ModuleContext): Promi
     },
   }, async (request, reply) => {
     const { ready, checks } = await checkReadiness(ctx.database, ctx.lifecycle.draining);
-    if (ready) return { status: 'ready' as const, checks };
+    if (ready) return { status: 'ready' as const, checks: checks.map(({ cause: _cause, ...check }) => check) };
     const failed = checks.filter((c) => !c.ok);
+    for (const c of failed) if (c.cause) request.log.warn({ check: c.name, err: { message: (c.cause as Error).message, code: (c.cause as { code?: string }).code } }, 'readiness check failed');
     return reply.code(503).header('retry-after', '5').send(errorBody(503, 'not_ready', `Not ready: ${failed.map((c) => c.message).join('; ')}.`, String(request.id),
       checks.map((c) => ({ field: c.name, message: c.message, ok: c.ok }))));
   });

@@ -6,6 +6,8 @@ export interface ReadinessCheck {
   ok: boolean;
   message: string;
   latency_ms?: number;
+  /** The underlying error, for the log only: it can name internal hosts, so it is never sent. */
+  cause?: unknown;
 }
 
 /**
@@ -24,7 +26,7 @@ export async function checkReadiness(database: Database, draining: boolean, time
       ? { name: 'migrations', ok: true, message: `${applied.length} applied, none pending` }
       : { name: 'migrations', ok: false, message: `${pending.length} pending: ${pending.join(', ')} (run \`keel migrate\`)` });
   } catch (err) {
-    checks.push({ name: 'database', ok: false, message: `${database.dialect.name} unreachable: ${(err as Error).message}`, latency_ms: round(performance.now() - started) });
+    checks.push({ name: 'database', ok: false, message: `${database.dialect.name} unreachable`, latency_ms: round(performance.now() - started), cause: err });
   }
   return { ready: checks.every((c) => c.ok), checks };
 }
