@@ -6,7 +6,12 @@ import type { DestinationStream, Logger } from 'pino';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
+import { authModule } from './modules/auth/index.js';
+import { AuthService } from './modules/auth/auth.service.js';
 import { opsRoutes } from './modules/ops/ops.routes.js';
+import { createGuards, type Guards } from './platform/auth.js';
+import { ErasureRegistry } from './platform/erasure.js';
+import { createMailer } from './platform/mailer.js';
 import { installErrorHandling } from './platform/error-handler.js';
 import { createLogger } from './platform/logger.js';
 import { createMetrics, instrumentRequests, type Metrics } from './platform/metrics.js';
@@ -23,7 +28,9 @@ import { installWebConsole } from './web.js';
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** The capabilities Keel serves, in registration order. Each later issue appends its module here. */
-export const MODULES: readonly KeelModule[] = [opsRoutes];
+function modules(services: { auth: AuthService; guards: Guards }): KeelModule[] {
+  return [opsRoutes, authModule(services.auth, services.guards)];
+}
 
 export interface BuildOptions {
   /** Where log lines go (tests read them); stdout by default. */
@@ -69,7 +76,11 @@ async function assemble(config: Config, options: BuildOptions, logger: Logger, d
     },
     signal: shutdown.signal,
   };
-  const context: ModuleContext = { config, database, redis, logger, metrics, lifecycle, version: VERSION };
+  const erasure = new ErasureRegistry();
+  const mailer = createMailer({ smtpUrl: config.smtpUrl, from: config.mailFrom, dataDir: config.dataDir, logger });
+  const auth = new AuthService(database.db, config, mailer, erasure, logger);
+  const guards = createGuards(auth.authenticate);
+  const context: ModuleContext = { config, database, redis, logger, metrics, lifecycle, version: VERSION, guards, erasure, mailer };
 
   const app = Fastify({
     loggerInstance: logger,
@@ -100,7 +111,7 @@ async function assemble(config: Config, options: BuildOptions, logger: Logger, d
   const web = await installWebConsole(app, config.webDir);
   installErrorHandling(app, config, web.serveIndex);
 
-  for (const mod of [...MODULES, ...(options.extraModules ?? [])]) {
+  for (const mod of [...modules({ auth, guards }), ...(options.extraModules ?? [])]) {
     await app.register(async (scope) => mod(scope, context));
   }
 

@@ -28,6 +28,11 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   readonly trustProxy: boolean | string;
   readonly webDir: string | undefined;
+  /** The address users reach Keel at, for links in e-mails. */
+  readonly publicUrl: string;
+  readonly smtpUrl: string | undefined;
+  readonly mailFrom: string;
+  readonly google: { readonly clientIds: readonly string[]; readonly jwksUrl: string };
 }
 
 export interface DatabaseConfig {
@@ -86,6 +91,11 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
   { name: 'AUTH_RATE_LIMIT_WINDOW_MS', default: '60000', description: 'Window of the authentication rate limit.' },
   { name: 'SHUTDOWN_TIMEOUT_MS', default: '10000', description: 'On SIGTERM/SIGINT, how long in-flight requests and streams may run before connections are cut.' },
   { name: 'TRUST_PROXY', default: 'false', description: '`true`, a hop count, or a comma list of proxy addresses/CIDRs whose `X-Forwarded-*` headers are believed (set it behind Caddy/nginx).' },
+  { name: 'PUBLIC_URL', default: 'http://$HOST:$PORT', description: 'The address users reach Keel at (scheme://host[:port]), used in links in e-mails.' },
+  { name: 'SMTP_URL', default: '(none: mail goes to $DATA_DIR/outbox/)', description: 'Outgoing mail, e.g. `smtps://user:pass@smtp.example.com:465`. Without it, messages are written to the outbox and the log names the file.' },
+  { name: 'MAIL_FROM', default: 'Keel <no-reply@localhost>', description: 'Sender of verification and password-reset e-mails.' },
+  { name: 'GOOGLE_CLIENT_ID', default: '(none: Google sign-in off)', description: 'OAuth client id(s) whose Google ID tokens are accepted (`aud`), comma-separated.' },
+  { name: 'GOOGLE_JWKS_URL', default: 'https://www.googleapis.com/oauth2/v3/certs', description: 'Where Google\'s signing keys are fetched from (tests point it at a local server).' },
   { name: 'WEB_DIR', default: '(the built console, web/dist)', description: 'Directory of the web console served at `/`.' },
 ];
 
@@ -211,6 +221,13 @@ export function loadConfig(env: Record<string, string | undefined>, opts: { cwd?
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
     trustProxy,
     webDir: get('WEB_DIR') === undefined ? undefined : path.resolve(cwd, get('WEB_DIR') as string),
+    publicUrl: (get('PUBLIC_URL') ?? `http://${get('HOST') ?? '127.0.0.1'}:${get('PORT') ?? '8000'}`).replace(/\/+$/, ''),
+    smtpUrl: get('SMTP_URL'),
+    mailFrom: get('MAIL_FROM') ?? 'Keel <no-reply@localhost>',
+    google: {
+      clientIds: list(get('GOOGLE_CLIENT_ID')),
+      jwksUrl: get('GOOGLE_JWKS_URL') ?? 'https://www.googleapis.com/oauth2/v3/certs',
+    },
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(config);

@@ -5,17 +5,129 @@ export type Timestamp = ColumnType<string, string, string>;
 
 export interface UsersTable {
   id: string;
+  /** Normalized (trimmed, lower-cased); null for anonymous accounts that live on their devices. */
   email: string | null;
   name: string | null;
   password_hash: string | null;
   role: Generated<string>;
   email_verified_at: Timestamp | null;
   disabled_at: Timestamp | null;
+  totp_secret_enc: string | null;
+  totp_enabled_at: Timestamp | null;
+  /** The last TOTP time step accepted, so each code is accepted once. */
+  totp_last_step: number | null;
+  password_changed_at: Timestamp | null;
+  /** Admin overrides of usage limits, as JSON text. */
+  limits: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
+}
+
+export interface DevicesTable {
+  id: string;
+  user_id: string;
+  name: string;
+  type: string;
+  platform: string | null;
+  public_key: string | null;
+  created_at: Timestamp;
+  last_seen_at: Timestamp;
+  revoked_at: Timestamp | null;
+}
+
+/** A sign-in on one device: the family its rotating refresh tokens belong to. */
+export interface SessionsTable {
+  id: string;
+  user_id: string;
+  device_id: string;
+  created_at: Timestamp;
+  last_used_at: Timestamp;
+  expires_at: Timestamp;
+  revoked_at: Timestamp | null;
+  revoked_reason: string | null;
+}
+
+export interface RefreshTokensTable {
+  id: string;
+  session_id: string;
+  token_hash: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  user_id: string;
+  name: string;
+  prefix: string;
+  secret_hash: string;
+  /** JSON array of scope names. */
+  scopes: string;
+  expires_at: Timestamp | null;
+  last_used_at: Timestamp | null;
+  created_at: Timestamp;
+  revoked_at: Timestamp | null;
+}
+
+export interface IdentitiesTable {
+  id: string;
+  user_id: string;
+  provider: string;
+  subject: string;
+  email: string | null;
+  created_at: Timestamp;
+}
+
+export interface OneTimeTokensTable {
+  id: string;
+  user_id: string;
+  purpose: 'verify_email' | 'reset_password';
+  token_hash: string;
+  email: string | null;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+}
+
+export interface PairingCodesTable {
+  id: string;
+  user_id: string;
+  code_hash: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+}
+
+export interface RecoveryCodesTable {
+  id: string;
+  user_id: string;
+  code_hash: string;
+  created_at: Timestamp;
+  used_at: Timestamp | null;
+}
+
+export interface AuditEventsTable {
+  id: string;
+  user_id: string | null;
+  event: string;
+  ip: string | null;
+  user_agent: string | null;
+  /** JSON object with event-specific facts; never secrets. */
+  details: string | null;
+  created_at: Timestamp;
 }
 
 /** Every table Keel owns; each capability issue adds its own. */
 export interface DB {
   users: UsersTable;
+  devices: DevicesTable;
+  sessions: SessionsTable;
+  refresh_tokens: RefreshTokensTable;
+  api_keys: ApiKeysTable;
+  identities: IdentitiesTable;
+  one_time_tokens: OneTimeTokensTable;
+  pairing_codes: PairingCodesTable;
+  recovery_codes: RecoveryCodesTable;
+  audit_events: AuditEventsTable;
 }

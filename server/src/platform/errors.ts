@@ -39,11 +39,11 @@ export class AppError extends Error {
     this.statusCode = status;
   }
 
-  static badRequest(message: string, details?: ErrorDetail[]): AppError {
-    return new AppError('invalid_request', message, 400, details);
+  static badRequest(message: string, details?: ErrorDetail[], code: ErrorCode = 'invalid_request'): AppError {
+    return new AppError(code, message, 400, details);
   }
-  static unauthorized(message = 'Authentication is required.'): AppError {
-    return new AppError('unauthorized', message, 401, undefined, { 'www-authenticate': 'Bearer' });
+  static unauthorized(message = 'Authentication is required.', code: ErrorCode = 'unauthorized'): AppError {
+    return new AppError(code, message, 401, undefined, { 'www-authenticate': 'Bearer' });
   }
   static forbidden(message = 'You do not have permission to do this.'): AppError {
     return new AppError('forbidden', message, 403);

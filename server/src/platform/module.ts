@@ -3,6 +3,9 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Database } from '../db/database.js';
+import type { Guards } from './auth.js';
+import type { ErasureRegistry } from './erasure.js';
+import type { Mailer } from './mailer.js';
 import type { Metrics } from './metrics.js';
 
 /** The process's shutdown state: long-lived streams watch `signal` to finish cleanly before the deadline. */
@@ -20,6 +23,11 @@ export interface ModuleContext {
   readonly metrics: Metrics;
   readonly lifecycle: Lifecycle;
   readonly version: string;
+  /** One-line authorization guards for route `preHandler`s. */
+  readonly guards: Guards;
+  /** Where a module registers how to erase a user's data (DELETE /me). */
+  readonly erasure: ErasureRegistry;
+  readonly mailer: Mailer;
 }
 
 /** A capability: registers its routes (and hooks) inside its own encapsulated Fastify scope. */

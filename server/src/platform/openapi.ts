@@ -19,7 +19,7 @@ export async function installOpenApi(app: FastifyInstance, config: Pick<Config, 
           apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' },
         },
       },
-      tags: [{ name: 'operations', description: 'Health, readiness, metrics' }],
+      tags: [{ name: 'operations', description: 'Health, readiness, metrics' }, { name: 'identity', description: 'Accounts, sessions, devices, API keys, 2FA' }],
     },
   });
   if (!config.docsEnabled) return;

@@ -1,5 +1,5 @@
 import rateLimit from '@fastify/rate-limit';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Config, RateLimitConfig } from '../config.js';
 import { AppError } from './errors.js';
@@ -30,4 +30,22 @@ export async function installRateLimit(app: FastifyInstance, config: Pick<Config
  */
 export function authRateLimit(limits: RateLimitConfig, group?: string): { max: number; timeWindow: number; groupId?: string } {
   return { max: limits.authMax, timeWindow: limits.authWindowMs, ...(group ? { groupId: group } : {}) };
+}
+
+/**
+ * A per-account limit beside the per-IP one: `preHandler: limitPerKey(app, limits, 'login', (req) => email)`.
+ * Counts requests per returned key (e.g. the e-mail being tried), so one account cannot be attacked
+ * from many addresses. No key → no limit. A no-op when rate limiting is off.
+ */
+export function limitPerKey(app: FastifyInstance, limits: RateLimitConfig, name: string, keyOf: (request: FastifyRequest) => string | undefined): (request: FastifyRequest, reply: FastifyReply) => Promise<void> {
+  if (!limits.enabled || !app.hasDecorator('createRateLimit')) return async () => undefined;
+  const check = app.createRateLimit({ max: limits.authMax, timeWindow: limits.authWindowMs, keyGenerator: (request) => `${name}:${keyOf(request) ?? ''}` });
+  return async (request, reply) => {
+    if (keyOf(request) === undefined) return;
+    const result = await check(request);
+    if (!result.isAllowed && result.isExceeded) {
+      void reply.header('retry-after', String(result.ttlInSeconds));
+      throw new AppError('rate_limited', `Too many attempts for this account; retry in ${result.ttlInSeconds} s.`, 429);
+    }
+  };
 }

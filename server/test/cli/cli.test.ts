@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPostgresDatabase, createSqliteDatabase, postgresAvailable, type TestDatabase } from '../helpers/databases.js';
+import { migrations } from '../../src/db/migrations/index.js';
 import { runKeel, spawnKeel } from '../helpers/process.js';
 
 const STRONG = 'c0ffee4d2b9a8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f';
@@ -31,7 +32,7 @@ describe('keel CLI', () => {
     const env = { DATABASE_URL: `${db.dataDir}/cli.db`, DATA_DIR: db.dataDir };
     const first = await runKeel(['migrate'], env);
     expect(first.code).toBe(0);
-    expect(first.stdout).toContain('applied 1 migration(s) on sqlite');
+    expect(first.stdout).toContain(`applied ${Object.keys(migrations).length} migration(s) on sqlite`);
     const again = await runKeel(['migrate'], env);
     expect(again.stdout).toContain('database is up to date');
     const status = await runKeel(['migrate', '--status'], env);
@@ -55,7 +56,7 @@ describe('keel CLI', () => {
   });
 
   it('doctor lists every configuration problem', async () => {
-    const r = await runKeel(['doctor'], { NODE_ENV: 'production', SECRET_KEY: 'short' });
+    const r = await runKeel(['doctor'], { NODE_ENV: 'production', SECRET_KEY: 'a1b2c3d4e5f6g7h8' });
     expect(r.code).toBe(1);
     expect(r.stdout).toContain('✗ SECRET_KEY is too short');
     expect(r.stdout).toContain('✗ DATABASE_URL is not set');

@@ -1,5 +1,6 @@
 import type { Migration } from 'kysely';
 import * as createUsers from './20261122000000_create_users.js';
+import * as identity from './20261122010000_identity.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder) so the compiled server and
@@ -7,4 +8,5 @@ import * as createUsers from './20261122000000_create_users.js';
  */
 export const migrations: Record<string, Migration> = {
   '20261122000000_create_users': createUsers,
+  '20261122010000_identity': identity,
 };
