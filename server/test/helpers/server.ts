@@ -24,6 +24,7 @@ export function testConfig(db: TestDatabase, env: Record<string, string> = {}): 
     LOG_LEVEL: 'info',
     SECRET_KEY: 'test-secret-0123456789abcdefghijklmnopqrstuvwxyz',
     RATE_LIMIT_MAX: '100000',
+    AUTH_RATE_LIMIT_MAX: '100000',
     ...db.env,
     ...env,
   }, { persistDevSecret: false });

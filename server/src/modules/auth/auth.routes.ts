@@ -69,7 +69,7 @@ export async function authRoutes(app: FastifyInstance, ctx: ModuleContext, auth:
 
   app.post('/auth/logout', {
     preHandler: guards.session(),
-    schema: { tags, summary: 'End the current session', security: bearer, body: Type.Optional(Type.Object({ refresh_token: Type.Optional(Type.String({ maxLength: 512 })) })), response: { 204: Type.Null(), ...errors } },
+    schema: { tags, summary: 'End the current session', description: 'Any body (API.md allows `{refresh_token?}`) is ignored: the session is the one the access token belongs to.', security: bearer, response: { 204: Type.Null(), ...errors } },
   }, async (request, reply) => {
     await auth.logout(request.principal!, requestMeta(request));
     return reply.code(204).send();
@@ -165,9 +165,10 @@ export async function authRoutes(app: FastifyInstance, ctx: ModuleContext, auth:
 
   app.delete('/me', {
     config: strict, preHandler: guards.session(),
-    schema: { tags, summary: 'Erase the account and everything it owns, in every module', description: 'Accounts with a password confirm with it.', security: bearer, body: Type.Optional(Type.Object({ password: Type.Optional(Password) })), response: { 204: Type.Null(), ...errors } },
+    schema: { tags, summary: 'Erase the account and everything it owns, in every module', description: 'Accounts with a password confirm with it in a JSON body `{"password": "…"}`; anonymous accounts send no body.', security: bearer, response: { 204: Type.Null(), ...errors } },
   }, async (request, reply) => {
-    await auth.deleteMe(request.principal!, (request.body as { password?: string } | undefined)?.password, requestMeta(request));
+    const password = (request.body as { password?: unknown } | undefined)?.password;
+    await auth.deleteMe(request.principal!, typeof password === 'string' ? password : undefined, requestMeta(request));
     return reply.code(204).send();
   });
 

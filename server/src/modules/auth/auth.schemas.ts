@@ -1,6 +1,7 @@
 import { Type, type Static } from 'typebox';
 
-export const Email = Type.String({ format: 'email', maxLength: 254, description: 'Compared case-insensitively; stored trimmed and lower-cased.' });
+// Surrounding spaces (mobile keyboards add them) are tolerated and trimmed by the service.
+export const Email = Type.String({ maxLength: 254, pattern: '^\\s*[^\\s@]+@[^\\s@]+\\.[^\\s@]+\\s*$', description: 'Compared case-insensitively; stored trimmed and lower-cased.' });
 /** Length and commonness are checked by the service (so the message can say why); here only the type and an upper bound. */
 export const Password = Type.String({ minLength: 1, maxLength: 1024, description: 'Used exactly as sent (no trimming): 8 to 256 characters, not among the most common passwords.' });
 
