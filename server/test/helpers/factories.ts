@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { rememberSecret } from './leaks.js';
 import { request, type TestServer } from './server.js';
 
 export interface TestUser {
@@ -33,6 +34,7 @@ export function latestCode(s: TestServer, to: string): string {
   const mails = outboxFor(s, to);
   const match = /with this code:\n\n(\S+)\n/.exec(mails[mails.length - 1] ?? '');
   if (!match) throw new Error(`no code mailed to ${to}`);
+  rememberSecret(match[1]!);
   return match[1]!;
 }
 

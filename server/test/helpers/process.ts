@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { appendLog, logFile } from './leaks.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
@@ -24,8 +26,15 @@ export function spawnKeel(args: string[], env: Record<string, string>, entry = M
   });
   let out = '';
   let err = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const file = logFile(`cli-${randomUUID()}`);
+  child.stdout.on('data', (c: Buffer) => {
+    out += c.toString();
+    appendLog(file, c.toString());
+  });
+  child.stderr.on('data', (c: Buffer) => {
+    err += c.toString();
+    appendLog(file, c.toString());
+  });
   const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
   return {
     child,

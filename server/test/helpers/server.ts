@@ -1,8 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { loadConfig, type Config } from '../../src/config.js';
 import type { KeelModule } from '../../src/platform/module.js';
 import { serve, type RunningServer } from '../../src/serve.js';
 import type { TestDatabase } from './databases.js';
+import { appendLog, logFile, rememberSecretsIn } from './leaks.js';
 
 export interface TestServer {
   readonly url: string;
@@ -34,9 +36,12 @@ export function testConfig(db: TestDatabase, env: Record<string, string> = {}): 
 export async function startServer(db: TestDatabase, env: Record<string, string> = {}, extraModules: KeelModule[] = []): Promise<TestServer> {
   const config = testConfig(db, env);
   const chunks: string[] = [];
+  const file = logFile(randomUUID());
   const logStream = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      chunks.push(chunk.toString('utf8'));
+      const text = chunk.toString('utf8');
+      chunks.push(text);
+      appendLog(file, text);
       cb();
     },
   });
@@ -63,6 +68,7 @@ export interface JsonResponse<T = unknown> {
 /** fetch + JSON parse, for readable assertions. */
 export async function request<T = Record<string, unknown>>(url: string, init: RequestInit & { json?: unknown } = {}): Promise<JsonResponse<T>> {
   const { json, ...rest } = init;
+  rememberSecretsIn(json);
   const res = await fetch(url, {
     ...rest,
     ...(json !== undefined ? { body: JSON.stringify(json), headers: { 'content-type': 'application/json', ...(rest.headers as Record<string, string> | undefined) } } : {}),
@@ -71,6 +77,7 @@ export async function request<T = Record<string, unknown>>(url: string, init: Re
   let body: unknown = text;
   try {
     body = text ? JSON.parse(text) : undefined;
+    rememberSecretsIn(body);
   } catch {
     // not JSON: keep the text
   }

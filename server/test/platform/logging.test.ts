@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, redactUrl } from '../../src/platform/logger.js';
+import { findLeaks } from '../helpers/leaks.js';
 import { describeEachDatabase } from '../helpers/databases.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { probeModule } from '../fixtures/probe.module.js';
@@ -53,5 +54,13 @@ describeEachDatabase('request logs', (db) => {
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ msg: 'request completed', req: { method: 'GET', url: '/_probe/users?token=[REDACTED]&page=1' }, res: { status_code: 200 } });
     for (const secret of ['url-token-777', 'header-token-555', 'keel_key_999', 'cookie-333', 'body-password-111']) expect(s.logText()).not.toContain(secret);
+  });
+});
+
+describe('the suite-wide leak check', () => {
+  it('finds a recorded secret in a captured log, and nothing when it is absent', () => {
+    const logs = new Map([['a.log', '{"msg":"request completed","url":"/x"}\n'], ['b.log', '{"msg":"oops","token":"krt_abcdefghijklmnop"}\n']]);
+    expect(findLeaks(logs, new Set(['krt_abcdefghijklmnop']))).toEqual(['krt_… (20 chars) in b.log']);
+    expect(findLeaks(logs, new Set(['some-password-123']))).toEqual([]);
   });
 });
