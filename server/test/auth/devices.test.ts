@@ -22,11 +22,14 @@ describeEachDatabase('devices, anonymous accounts and pairing', (db) => {
   it('an anonymous account lives on its device, with its public key', async () => {
     const res = await anonymous();
     expect(res.status).toBe(201);
-    expect(res.body).toMatchObject({ user_id: expect.any(String), device_id: expect.any(String), token_type: 'bearer' });
+    expect(res.body.token_type).toBe('bearer');
+    expect([typeof res.body.user_id, typeof res.body.device_id]).toEqual(['string', 'string']);
     const me = await request<{ anonymous: boolean; email: null }>(`${s.url}/me`, { headers: bearer(res.body.access_token) });
     expect(me.body).toMatchObject({ anonymous: true, email: null });
     const devices = await request<{ items: Array<{ id: string; public_key: string; current: boolean; type: string }> }>(`${s.url}/auth/devices`, { headers: bearer(res.body.access_token) });
-    expect(devices.body.items).toEqual([expect.objectContaining({ id: res.body.device_id, current: true, type: 'desktop', public_key: expect.stringContaining('BEGIN PUBLIC KEY') })]);
+    expect(devices.body.items).toHaveLength(1);
+    expect(devices.body.items[0]).toMatchObject({ id: res.body.device_id, current: true, type: 'desktop' });
+    expect(devices.body.items[0]!.public_key).toContain('BEGIN PUBLIC KEY');
   });
 
   it.each([
