@@ -165,18 +165,39 @@ describeEachDatabase('accounts: registration, verification, login', (db) => {
 });
 
 describeEachDatabase('per-account rate limits', (db) => {
-  it('login attempts on one account from any address are limited, with Retry-After', async () => {
-    const s = await startServer(db(), { AUTH_RATE_LIMIT_MAX: '3' });
-    try {
-      const email = uniqueEmail();
-      const statuses: number[] = [];
-      for (let i = 0; i < 4; i++) statuses.push((await request(`${s.url}/auth/login`, { method: 'POST', json: { email, password: `guess-number-${i}` } })).status);
-      expect(statuses).toEqual([401, 401, 401, 429]);
-      const limited = await request(`${s.url}/auth/login`, { method: 'POST', json: { email, password: 'guess-again-1' } });
-      expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
-      expect(expectErrorShape(limited.body).code).toBe('rate_limited');
-    } finally {
-      await s.close();
-    }
+  let s: TestServer;
+  beforeAll(async () => {
+    // Behind a trusted proxy, so each request can come from its own client address: what is limited
+    // below is the account or token, not the IP.
+    s = await startServer(db(), { AUTH_RATE_LIMIT_MAX: '3', TRUST_PROXY: 'true' });
+  });
+  afterAll(() => s.close());
+  let n = 0;
+  const fromNewIp = () => ({ 'x-forwarded-for': `198.51.100.${++n}` });
+
+  it('login attempts on one account from many addresses are limited, with Retry-After', async () => {
+    const email = uniqueEmail();
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await request(`${s.url}/auth/login`, { method: 'POST', headers: fromNewIp(), json: { email, password: `guess-number-${i}` } })).status);
+    expect(statuses).toEqual([401, 401, 401, 429]);
+    const limited = await request(`${s.url}/auth/login`, { method: 'POST', headers: fromNewIp(), json: { email, password: 'guess-again-1' } });
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(expectErrorShape(limited.body).code).toBe('rate_limited');
+    // another account is unaffected
+    expect((await request(`${s.url}/auth/login`, { method: 'POST', headers: fromNewIp(), json: { email: uniqueEmail(), password: 'guess-number-0' } })).status).toBe(401);
+  });
+
+  it('one refresh token presented from many addresses is limited', async () => {
+    const token = 'krt_not-a-real-token-but-counted-all-the-same';
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await request(`${s.url}/auth/refresh`, { method: 'POST', headers: fromNewIp(), json: { refresh_token: token } })).status);
+    expect(statuses).toEqual([401, 401, 401, 429]);
+  });
+
+  it('the per-IP limit applies on its own too', async () => {
+    const ip = fromNewIp();
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await request(`${s.url}/auth/password/forgot`, { method: 'POST', headers: ip, json: { email: uniqueEmail() } })).status);
+    expect(statuses).toEqual([202, 202, 202, 429]);
   });
 });

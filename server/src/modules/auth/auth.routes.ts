@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from 'typebox';
 import type { Guards } from '../../platform/auth.js';
+import { sha256 } from '../../platform/crypto.js';
 import type { ModuleContext } from '../../platform/module.js';
 import { authRateLimit, limitPerKey } from '../../platform/rate-limit.js';
 import { ErrorResponse } from '../../platform/schemas.js';
@@ -62,8 +63,13 @@ export async function authRoutes(app: FastifyInstance, ctx: ModuleContext, auth:
     schema: { tags, summary: 'Sign in with e-mail and password (and a TOTP code when 2FA is on)', description: '401 `invalid_credentials` for an unknown e-mail or a wrong password alike; with 2FA on, 401 `otp_required` or `otp_invalid`.', body: LoginBody, response: { 200: SignedIn, ...errors } },
   }, async (request) => auth.login(request.body as Static<typeof LoginBody>, requestMeta(request)));
 
+  // Per token as well as per IP: one stolen token cannot be hammered from many addresses.
+  const perRefreshToken = limitPerKey(app, limits, 'refresh', (req) => {
+    const token = (req.body as { refresh_token?: unknown } | undefined)?.refresh_token;
+    return typeof token === 'string' ? sha256(token).slice(0, 32) : undefined;
+  });
   app.post('/auth/refresh', {
-    config: strict,
+    config: strict, preHandler: perRefreshToken,
     schema: { tags, summary: 'Rotate a refresh token into a new token pair', description: 'The presented token is spent. Presenting a spent token again (after a short grace window for retries) revokes the whole session.', body: RefreshBody, response: { 200: TokenPairSchema, ...errors } },
   }, async (request) => auth.refresh((request.body as Static<typeof RefreshBody>).refresh_token, requestMeta(request)));
 
