@@ -7,7 +7,7 @@ import { expectErrorShape, request, startServer, type TestServer } from '../help
 const pem = (type: 'ec' | 'ed25519' | 'rsa', opts: object = {}) =>
   (generateKeyPairSync as (t: string, o: object) => { publicKey: { export(o: object): string | Buffer } })(type, opts).publicKey.export({ type: 'spki', format: 'pem' }).toString();
 
-interface DeviceTokens { user_id: string; device_id: string; access_token: string; refresh_token: string }
+interface DeviceTokens { user_id: string; device_id: string; access_token: string; refresh_token: string; token_type: string }
 
 describeEachDatabase('devices, anonymous accounts and pairing', (db) => {
   let s: TestServer;
