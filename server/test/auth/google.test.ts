@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generate } from 'otplib';
 import { describeEachDatabase } from '../helpers/databases.js';
 import { bearer, latestCode, signUp, strongPassword, uniqueEmail } from '../helpers/factories.js';
 import { expectErrorShape, request, startServer, type TestServer } from '../helpers/server.js';
@@ -124,6 +125,22 @@ describeEachDatabase('POST /auth/google', (db) => {
   afterAll(async () => {
     await s?.close();
     await keys?.close();
+  });
+
+  it('an account with 2FA on needs its code with Google too', async () => {
+    const account = googleAccount();
+    const first = await google(s, await idToken(key, account));
+    expect(first.status).toBe(200);
+    const setup = await request<{ secret: string }>(`${s.url}/auth/2fa/setup`, { method: 'POST', headers: { authorization: `Bearer ${first.body.access_token}` } });
+    const step = Math.floor(Date.now() / 30_000);
+    const enable = await request(`${s.url}/auth/2fa/enable`, { method: 'POST', headers: { authorization: `Bearer ${first.body.access_token}` }, json: { otp: await generate({ secret: setup.body.secret, epoch: step * 30 }) } });
+    expect(enable.status).toBe(200);
+    const without = await google(s, await idToken(key, account));
+    expect(without.status).toBe(401);
+    expect(expectErrorShape(without.body).code).toBe('otp_required');
+    const withCode = await google(s, await idToken(key, account), { otp: await generate({ secret: setup.body.secret, epoch: (step + 1) * 30 }) });
+    expect(withCode.status).toBe(200);
+    expect(withCode.body.user.id).toBe(first.body.user.id);
   });
 
   it('a first sign-in creates a verified account and answers with Keel\'s own tokens', async () => {

@@ -91,6 +91,19 @@ export class AuthService {
     this.secondFactor = factor;
   }
 
+  /**
+   * Every way of signing in to an account with 2FA on (password, Google) passes through here: 401
+   * `otp_required` / `otp_invalid` unless `otp` is a valid unused code or recovery code.
+   */
+  async checkSecondFactor(user: UserRow, otp: string | undefined, meta: RequestMeta): Promise<void> {
+    try {
+      await this.secondFactor.checkLogin(user, otp);
+    } catch (err) {
+      await this.audit('login.failure', user.id, meta, { reason: (err as AppError).code });
+      throw err;
+    }
+  }
+
   // ── audit ──────────────────────────────────────────────────────────────────────────────────
 
   /** Records a security event; never fails the request that caused it. */
@@ -279,12 +292,7 @@ export class AuthService {
       throw new AppError('account_disabled', 'This account is disabled.', 403);
     }
     if (!user.email_verified_at) throw new AppError('email_not_verified', 'Confirm your e-mail address first: follow the link we sent you (POST /auth/verify-email).', 403);
-    try {
-      await this.secondFactor.checkLogin(user, input.otp);
-    } catch (err) {
-      await this.audit('login.failure', user.id, meta, { reason: (err as AppError).code });
-      throw err;
-    }
+    await this.checkSecondFactor(user, input.otp, meta);
     const pair = await this.startSession(user.id, input.device ?? deviceFromRequest(meta));
     await this.audit('login.success', user.id, meta, { device_id: pair.device_id });
     return { ...pair, user: toUserView(user) };

@@ -11,6 +11,7 @@ import { GoogleSignInService } from './google.service.js';
 const GoogleBody = Type.Object({
   id_token: Type.String({ minLength: 1, maxLength: 4096, description: 'The ID token (a JWT) Google Identity Services gave the client.' }),
   device: Type.Optional(DeviceBody),
+  otp: Type.Optional(Type.String({ maxLength: 32, description: 'A TOTP or recovery code, required when the account has 2FA on.' })),
 });
 const GoogleSignedIn = Type.Intersect([
   TokenPairSchema,
@@ -35,7 +36,7 @@ export async function googleRoutes(app: FastifyInstance, ctx: ModuleContext, aut
       response: { 200: GoogleSignedIn, 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 409: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse },
     },
   }, async (request) => {
-    const { id_token, device } = request.body as Static<typeof GoogleBody>;
-    return google.signIn(id_token, device, requestMeta(request));
+    const { id_token, device, otp } = request.body as Static<typeof GoogleBody>;
+    return google.signIn(id_token, device, requestMeta(request), otp);
   });
 }

@@ -38,10 +38,11 @@ export class GoogleSignInService {
   /**
    * Verifies `idToken`, finds, links or creates the user, and starts a session on `device` (or one
    * named after the user agent). Throws 401 for a bad token, 403 for a disabled account, 409 when the
-   * e-mail belongs to an unconfirmed account or one linked to another Google account, 503 when
+   * e-mail belongs to an unconfirmed account or one linked to another Google account, 401
+   * `otp_required`/`otp_invalid` when the account has 2FA on and `otp` is not a valid code, 503 when
    * Google's keys are unavailable or Google sign-in is not configured.
    */
-  async signIn(idToken: string, device: DeviceInput | undefined, meta: RequestMeta): Promise<GoogleSignIn> {
+  async signIn(idToken: string, device: DeviceInput | undefined, meta: RequestMeta, otp?: string): Promise<GoogleSignIn> {
     const google = await this.verifier.verify(idToken);
     let resolved: Resolved;
     try {
@@ -55,6 +56,8 @@ export class GoogleSignInService {
       resolved = await this.resolve(google, meta);
     }
     const { user, created, linked } = resolved;
+    // Google proves the first factor only: an account with 2FA on still needs its code.
+    await this.auth.checkSecondFactor(user, otp, meta);
     const pair = await this.auth.startSession(user.id, device ?? deviceFromRequest(meta));
     await this.auth.audit(created ? 'register.google' : 'login.google', user.id, meta, { device_id: pair.device_id, ...(linked ? { linked: true } : {}) });
     return { ...pair, user: toUserView(user), created };
