@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { ConfigError, loadConfig, readEnvironment, type Config } from './config.js';
+import { runCreateAdmin } from './cli/create-admin.js';
 import { runDoctor } from './cli/doctor.js';
 import { generateSecret } from './cli/gen-secret.js';
 import { runMigrate } from './cli/migrate.js';
@@ -14,6 +15,9 @@ commands:
   serve        start the API and web console (default)
   migrate      apply pending database migrations (--status: list them, change nothing)
   doctor       check configuration, database and services; explain what is wrong
+  create-admin --email a@b.c [--password …]
+               create a verified administrator, or promote an existing user; the password
+               comes from KEEL_ADMIN_PASSWORD or --password, else one is generated and printed once
   gen-secret   print a new random SECRET_KEY
   help         show this text
 
@@ -34,6 +38,8 @@ async function main(argv: string[]): Promise<number> {
       return runMigrate(configOrExit(), args.includes('--status'));
     case 'doctor':
       return runDoctor(readEnvironment());
+    case 'create-admin':
+      return runCreateAdmin(configOrExit(), args, readEnvironment());
     case 'gen-secret':
       process.stdout.write(`${generateSecret()}\n`);
       return 0;
