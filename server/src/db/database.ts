@@ -40,13 +40,15 @@ function openSqlite(config: DatabaseConfig): Database {
   };
 }
 
-// Postgres answers timestamps as Date and bigint as string by default; Keel's rows carry ISO strings
-// and numbers on both dialects, so the parsers are set per pool (not globally, which would leak into
+// Postgres answers timestamps as Date, bigint as string and JSON parsed by default; Keel's rows carry
+// ISO strings, numbers and JSON text on both dialects, so the parsers are set per pool (not globally, which would leak into
 // any other pg user in the process).
 const PG_TIMESTAMPTZ = 1184;
 const PG_TIMESTAMP = 1114;
 const PG_INT8 = 20;
 const PG_NUMERIC = 1700;
+const PG_JSON = 114;
+const PG_JSONB = 3802;
 /** `2026-11-22 01:02:03.45+00` (Postgres text format) → `2026-11-22T01:02:03.450Z`. */
 export function pgTimestampToIso(value: string, withZone: boolean): string {
   if (!/^\d{4}-/.test(value)) return value; // 'infinity', '-infinity'
@@ -58,6 +60,8 @@ const pgTypes = {
   getTypeParser(oid: number, format?: 'text' | 'binary'): (value: string) => unknown {
     if (oid === PG_TIMESTAMPTZ || oid === PG_TIMESTAMP) return (v: string) => pgTimestampToIso(v, oid === PG_TIMESTAMPTZ);
     if (oid === PG_INT8 || oid === PG_NUMERIC) return (v: string) => Number(v);
+    // JSON columns are text on SQLite; hand Postgres's back as the same text, so code parses once.
+    if (oid === PG_JSON || oid === PG_JSONB) return (v: string) => v;
     return pg.types.getTypeParser(oid, format) as (value: string) => unknown;
   },
 };

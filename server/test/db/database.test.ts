@@ -51,6 +51,15 @@ describeEachDatabase('database layer', (db) => {
     expect(count.n).toBe(3);
   });
 
+  it('JSON columns read back as JSON text on both dialects', async () => {
+    const now = new Date().toISOString();
+    const id = uuidv7();
+    await database.db.insertInto('users').values({ id, email: null, name: null, password_hash: null, limits: JSON.stringify({ requests_per_minute: 5 }), created_at: now, updated_at: now }).execute();
+    const row = await database.db.selectFrom('users').select('limits').where('id', '=', id).executeTakeFirstOrThrow();
+    expect(typeof row.limits).toBe('string');
+    expect(JSON.parse(row.limits!)).toEqual({ requests_per_minute: 5 });
+  });
+
   it('sets the connection up as documented', async () => {
     if (database.dialect.name === 'sqlite') {
       const pragma = async (name: string) => Object.values((await sql.raw<Record<string, unknown>>(`pragma ${name}`).execute(database.db)).rows[0] ?? {})[0];

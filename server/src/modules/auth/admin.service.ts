@@ -147,10 +147,9 @@ export function toAdminUserView(u: UserRow): AdminUserView {
   return { ...toUserView(u), disabled_at: u.disabled_at, limits: readLimits(u.limits), updated_at: u.updated_at };
 }
 
-/** `users.limits` as an object: SQLite hands back the JSON text, Postgres's driver the parsed `jsonb`. */
-export function readLimits(stored: unknown): Record<string, unknown> | null {
-  if (stored === null || stored === undefined) return null;
-  return typeof stored === 'string' ? (JSON.parse(stored) as Record<string, unknown>) : (stored as Record<string, unknown>);
+/** `users.limits` (JSON text on both dialects, see db/database.ts) as an object. */
+export function readLimits(stored: string | null): Record<string, unknown> | null {
+  return stored === null ? null : (JSON.parse(stored) as Record<string, unknown>);
 }
 
 function limitsText(limits: Record<string, unknown> | null): string | null {
