@@ -18,3 +18,16 @@ export const ErrorResponse = Type.Object(
 /** `{ items, next_cursor }` for any item schema. */
 export const Page = <T extends Parameters<typeof Type.Array>[0]>(item: T) =>
   Type.Object({ items: Type.Array(item), next_cursor: Type.Union([Type.String(), Type.Null()]) });
+
+/** Route `response` entries for the error statuses a route can answer, all in the one error shape. */
+export function errorResponses<S extends number>(...statuses: S[]): Record<S, typeof ErrorResponse> {
+  return Object.fromEntries(statuses.map((s) => [s, ErrorResponse])) as Record<S, typeof ErrorResponse>;
+}
+
+/** The usual errors of an authenticated route. */
+export const AUTHED_ERRORS = errorResponses(400, 401, 403, 404, 429);
+
+/** OpenAPI `security` of routes that take an access token or an API key… */
+export const ANY_CREDENTIAL: Array<Record<string, string[]>> = [{ bearer: [] }, { apiKey: [] }];
+/** …and of routes that need a signed-in session (an access token). */
+export const SESSION_CREDENTIAL: Array<Record<string, string[]>> = [{ bearer: [] }];

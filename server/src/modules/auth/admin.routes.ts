@@ -2,13 +2,13 @@ import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from 'typebox';
 import type { Guards } from '../../platform/auth.js';
 import type { ModuleContext } from '../../platform/module.js';
-import { ErrorResponse, Page } from '../../platform/schemas.js';
+import { ANY_CREDENTIAL, AUTHED_ERRORS, Page } from '../../platform/schemas.js';
 import { AdminService, LIMITS_MAX_BYTES, type UserChanges } from './admin.service.js';
 import { AuditEvent, IdParams, PageQuery, UserSchema } from './auth.schemas.js';
 import { requestMeta, type AuthService } from './auth.service.js';
 
-const errors = { 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 404: ErrorResponse, 429: ErrorResponse };
-const bearer: Array<Record<string, string[]>> = [{ bearer: [] }, { apiKey: [] }];
+const errors = AUTHED_ERRORS;
+const bearer = ANY_CREDENTIAL;
 
 const AdminUser = Type.Intersect([UserSchema, Type.Object({
   disabled_at: Type.Union([Type.String(), Type.Null()]),

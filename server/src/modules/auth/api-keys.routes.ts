@@ -2,13 +2,13 @@ import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from 'typebox';
 import { SCOPES, type Guards } from '../../platform/auth.js';
 import type { ModuleContext } from '../../platform/module.js';
-import { ErrorResponse, Page } from '../../platform/schemas.js';
+import { AUTHED_ERRORS, Page, SESSION_CREDENTIAL } from '../../platform/schemas.js';
 import { ApiKeysService, API_KEY_NAME_MAX } from './api-keys.service.js';
 import { IdParams, PageQuery } from './auth.schemas.js';
 import { requestMeta, type AuthService } from './auth.service.js';
 
-const errors = { 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 404: ErrorResponse, 429: ErrorResponse };
-const bearer: Array<Record<string, string[]>> = [{ bearer: [] }];
+const errors = AUTHED_ERRORS;
+const bearer = SESSION_CREDENTIAL;
 
 const CreateBody = Type.Object({
   name: Type.String({ minLength: 1, maxLength: API_KEY_NAME_MAX }),

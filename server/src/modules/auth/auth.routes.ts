@@ -4,15 +4,15 @@ import type { Guards } from '../../platform/auth.js';
 import { sha256 } from '../../platform/crypto.js';
 import type { ModuleContext } from '../../platform/module.js';
 import { authRateLimit, limitPerKey } from '../../platform/rate-limit.js';
-import { ErrorResponse } from '../../platform/schemas.js';
+import { ANY_CREDENTIAL, AUTHED_ERRORS, ErrorResponse } from '../../platform/schemas.js';
 import {
   Accepted, AuditEvent, DeviceBody, DeviceSchema, DeviceSignedIn, Email, FlatDeviceBody, IdParams, PageQuery, Password, SignedIn, TokenPairSchema, UserSchema,
   type FlatDevice,
 } from './auth.schemas.js';
 import { normalizeEmail, requestMeta, type AuthService, type DeviceInput } from './auth.service.js';
 
-const errors = { 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 404: ErrorResponse, 429: ErrorResponse };
-const bearer: Array<Record<string, string[]>> = [{ bearer: [] }, { apiKey: [] }];
+const errors = AUTHED_ERRORS;
+const bearer = ANY_CREDENTIAL;
 const fromFlat = (d: FlatDevice): DeviceInput => ({ name: d.device_name, type: d.device_type, platform: d.platform ?? null, public_key: d.public_key ?? null });
 const bodyEmail = (body: unknown): string | undefined => {
   const email = (body as { email?: unknown } | undefined)?.email;

@@ -3,13 +3,13 @@ import { Type, type Static } from 'typebox';
 import type { Guards } from '../../platform/auth.js';
 import type { ModuleContext } from '../../platform/module.js';
 import { authRateLimit, limitPerKey } from '../../platform/rate-limit.js';
-import { ErrorResponse } from '../../platform/schemas.js';
+import { errorResponses, SESSION_CREDENTIAL } from '../../platform/schemas.js';
 import { Password } from './auth.schemas.js';
 import { requestMeta, type AuthService } from './auth.service.js';
 import { RECOVERY_CODE_COUNT, TotpService } from './totp.js';
 
-const errors = { 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 409: ErrorResponse, 429: ErrorResponse };
-const bearer: Array<Record<string, string[]>> = [{ bearer: [] }];
+const errors = errorResponses(400, 401, 403, 409, 429);
+const bearer = SESSION_CREDENTIAL;
 const Otp = Type.String({ minLength: 1, maxLength: 32, description: 'The 6-digit code of the authenticator app, or (where accepted) a recovery code `xxxxx-xxxxx`.' });
 
 const SetupReply = Type.Object({
