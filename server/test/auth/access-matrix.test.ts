@@ -37,6 +37,11 @@ const rows: AccessRow[] = [
   { method: 'POST', path: '/auth/logout-all', fresh: true, expect: sessionOnly(204) },
   { method: 'POST', path: '/auth/pair-device', body: device, expect: sessionOnly(201) },
   { method: 'POST', path: '/auth/pairing-codes', expect: sessionOnly(201) },
+  // 2FA management is for a signed-in session; what each session gets back is the route's business
+  // (nothing set up yet → 409), what matters here is who gets that far.
+  { method: 'POST', path: '/auth/2fa/setup', fresh: true, expect: sessionOnly(200) },
+  { method: 'POST', path: '/auth/2fa/enable', body: { otp: '000000' }, expect: sessionOnly(409) },
+  { method: 'POST', path: '/auth/2fa/disable', body: (c: Caller) => ({ password: c.user.password }), expect: sessionOnly(409) },
   { method: 'POST', path: '/api-keys', body: { name: 'matrix', scopes: ['chat'] }, expect: sessionOnly(201) },
   { method: 'GET', path: '/api-keys', expect: sessionOnly(200) },
   { method: 'DELETE', path: '/api-keys/:id', setup: ownersApiKey, expect: ownersOnly(204) },
