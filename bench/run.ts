@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Cleanup } from './lib/cleanup.js';
 import { gitInfo, machineInfo, packageVersion } from './lib/environment.js';
-import { isClean, loadEndpoint, type LoadMeasurement } from './lib/load.js';
+import { builtArgon2Params, createAccount, describeArgon2 } from './lib/identity.js';
+import { isClean, loadScenario, type LoadMeasurement, type LoadSettings } from './lib/load.js';
 import { BENCH_ENV_VARIABLES, parseOptions, USAGE, UsageError, type BenchOptions, type DatabaseKind } from './lib/options.js';
 import { benchSchemaName, createSchema, dropSchema, postgresVersion, redactUrl } from './lib/postgres-schema.js';
 import { appendResults, formatSection, type ResultsSection, type RunRecord } from './lib/results.js';
@@ -16,6 +17,8 @@ import { startServer } from './lib/server-process.js';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 const SERVER_ENTRY = path.join(REPO_ROOT, 'server/dist/main.js');
+/** The built module that hashes passwords: the argon2id parameters are read from it. */
+const PASSWORDS_MODULE = path.join(REPO_ROOT, 'server/dist/modules/auth/passwords.js');
 const RESULTS_FILE = path.join(REPO_ROOT, 'bench/RESULTS.md');
 
 /** The only variables the server inherits, so a shell's or a `.env`'s Keel settings cannot skew a run. */
@@ -57,11 +60,13 @@ async function benchmark(options: BenchOptions, argv: readonly string[], cleanup
   const date = new Date();
   const usesPostgres = options.databases.includes('postgres');
   const pgVersion = usesPostgres ? await reachPostgres(options.postgresUrl) : undefined;
+  const argon2 = await builtArgon2Params(PASSWORDS_MODULE);
 
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'keel-bench-'));
   cleanup.defer('remove the temp dir', () => rm(tmp, { recursive: true, force: true }));
 
-  say(`bench: ${options.databases.join(' then ')}; per scenario ${options.warmupS} s warmup + ${options.durationS} s measured, ${options.connections} connections, pipelining ${options.pipelining}`);
+  say(`bench: ${options.databases.join(' then ')}; per scenario ${options.warmupS} s warmup + ${options.durationS} s measured, ${options.connections} connections, pipelining ${options.pipelining} (unless a scenario sets its own)`);
+  say(`bench: passwords hashed with ${describeArgon2(argon2)} (read from the built server)`);
   const runs: RunRecord[] = [];
   const notes: string[] = [];
   for (const database of options.databases) {
@@ -69,7 +74,8 @@ async function benchmark(options: BenchOptions, argv: readonly string[], cleanup
     await mkdir(dataDir);
     const target = await prepareDatabase(database, options.postgresUrl, dataDir, cleanup);
     say(`\n${database}: starting node server/dist/main.js serve (${target.description})`);
-    const server = await startServer({ entry: SERVER_ENTRY, cwd: dataDir, env: serverEnv(dataDir, target.env) });
+    const env = serverEnv(dataDir, target.env);
+    const server = await startServer({ entry: SERVER_ENTRY, cwd: dataDir, env });
     const stopServer = cleanup.defer(`stop the ${database} server`, async () => {
       const exit = await server.stop();
       if (exit.killed) notes.push(`The ${database} server did not exit within 20 s of SIGTERM and was killed.`);
@@ -77,13 +83,23 @@ async function benchmark(options: BenchOptions, argv: readonly string[], cleanup
     });
     say(`${database}: ready at ${server.baseUrl} (pid ${server.pid ?? '?'})`);
 
+    // The account the identity scenarios sign in with, made by the built CLI in the server's database.
+    const account = await createAccount(SERVER_ENTRY, dataDir, env);
+    say(`${database}: created ${account.email} with keel create-admin`);
+
     for (const scenario of SCENARIOS) {
-      const { warmup, measured } = await loadEndpoint(`${server.baseUrl}${scenario.path}`, options);
-      if (warmup !== undefined && !isClean(warmup)) {
-        say(`  ${scenario.name}: warning: the warmup had ${warmup.non2xx} non-2xx and ${warmup.errors} errors`);
+      const settings: LoadSettings = {
+        ...options,
+        connections: scenario.connections ?? options.connections,
+        pipelining: scenario.pipelining ?? options.pipelining,
+      };
+      const prepared = await scenario.setup(server.baseUrl, { account });
+      const { warmup, warmupProblems, measured, problems } = await loadScenario(server.baseUrl, settings, (n) => prepared.plan(n));
+      if (warmup !== undefined && (!isClean(warmup) || warmupProblems.length > 0)) {
+        say(`  ${scenario.name}: warning: the warmup had ${warmup.non2xx} non-2xx and ${warmup.errors} errors${warmupProblems.length > 0 ? `; ${warmupProblems.join('; ')}` : ''}`);
       }
-      say(`  ${scenario.name.padEnd(12)} ${describe(measured)}`);
-      runs.push({ scenario: scenario.name, database, measured });
+      say(`  ${scenario.name.padEnd(20)} ${describe(measured, settings)}${problems.length > 0 ? `  ⚠ ${problems.join('; ')}` : ''}`);
+      runs.push({ scenario: scenario.name, database, connections: settings.connections, pipelining: settings.pipelining, measured, problems });
     }
     await stopServer();
     await target.release();
@@ -97,6 +113,7 @@ async function benchmark(options: BenchOptions, argv: readonly string[], cleanup
     postgresVersion: pgVersion,
     git,
     autocannonVersion: packageVersion('autocannon'),
+    argon2: describeArgon2(argon2),
     options,
     postgresTarget: usesPostgres ? redactUrl(options.postgresUrl) : undefined,
     runs,
@@ -110,9 +127,9 @@ async function benchmark(options: BenchOptions, argv: readonly string[], cleanup
     say('bench: --no-write: RESULTS.md left as it was');
   }
 
-  const flagged = runs.filter((r) => !isClean(r.measured)).length;
+  const flagged = runs.filter((r) => !isClean(r.measured) || r.problems.length > 0).length;
   if (flagged > 0 || notes.length > 0) {
-    process.stderr.write(`bench: ${flagged} run(s) had non-2xx responses or errors${notes.length > 0 ? `; ${notes.join(' ')}` : ''}\n`);
+    process.stderr.write(`bench: ${flagged} run(s) had non-2xx responses, errors or failed checks${notes.length > 0 ? `; ${notes.join(' ')}` : ''}\n`);
     return 1;
   }
   return 0;
@@ -155,7 +172,8 @@ function serverEnv(dataDir: string, databaseEnv: Readonly<Record<string, string>
     NODE_ENV: 'production',
     SECRET_KEY: randomBytes(32).toString('hex'),
     CORS_ORIGINS: 'http://localhost',
-    // The global limiter (600 requests a minute per address) would answer 429 to nearly all of a load test.
+    // The global limiter (600 requests a minute per address) would answer 429 to nearly all of a load
+    // test, and the auth limits (20 a minute per address, per e-mail, per refresh token) to the rest.
     RATE_LIMIT_ENABLED: 'false',
     // Production's level, so the access log is written and costs what it costs; stdout goes to /dev/null.
     LOG_LEVEL: 'info',
@@ -188,9 +206,9 @@ function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-function describe(m: LoadMeasurement): string {
+function describe(m: LoadMeasurement, settings: LoadSettings): string {
   const flag = isClean(m) ? '' : '  ⚠';
-  return `${Math.round(m.requestsPerSecond)} req/s, p50 ${m.latencyP50Ms} ms, p99 ${m.latencyP99Ms} ms, ${m.totalRequests} requests, non-2xx ${m.non2xx}, errors ${m.errors}${flag}`;
+  return `${Math.round(m.requestsPerSecond)} req/s, p50 ${m.latencyP50Ms} ms, p99 ${m.latencyP99Ms} ms, ${m.totalRequests} requests, ${settings.connections} conn, non-2xx ${m.non2xx}, errors ${m.errors}${flag}`;
 }
 
 function say(line: string): void {
