@@ -118,6 +118,44 @@ export interface AuditEventsTable {
   created_at: Timestamp;
 }
 
+/** One metered gateway call. Never holds prompt or output text. */
+export interface UsageEventsTable {
+  id: string;
+  user_id: string;
+  api_key_id: string | null;
+  device_id: string | null;
+  request_id: string | null;
+  /** e.g. `/v1/chat/completions`, `/llm/code/stream`, `chat`. */
+  endpoint: string;
+  provider: string;
+  model: string;
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  /** 1 when the token counts come from Keel's tokenizer, not the provider. */
+  estimated: number;
+  cost_usd: number;
+  latency_ms: number;
+  ttft_ms: number | null;
+  /** ok | error | aborted */
+  status: string;
+  error_code: string | null;
+  message_id: string | null;
+  created_at: Timestamp;
+}
+
+/** Per-period totals that budgets are checked and reserved against. */
+export interface UsageCountersTable {
+  key: string;
+  user_id: string;
+  requests: number;
+  tokens_used: number;
+  tokens_reserved: number;
+  cost_used: number;
+  cost_reserved: number;
+  updated_at: Timestamp;
+}
+
 /** Every table Keel owns; each capability issue adds its own. */
 export interface DB {
   users: UsersTable;
@@ -130,4 +168,6 @@ export interface DB {
   pairing_codes: PairingCodesTable;
   recovery_codes: RecoveryCodesTable;
   audit_events: AuditEventsTable;
+  usage_events: UsageEventsTable;
+  usage_counters: UsageCountersTable;
 }
