@@ -1,3 +1,5 @@
+import { sql, type RawBuilder } from 'kysely';
+
 /**
  * What each SQL dialect can do, named once here so the rest of the code asks for a capability
  * ("can I skip locked rows?") instead of checking which database it is talking to.
@@ -16,9 +18,21 @@ export interface DialectCapabilities {
   readonly timestampType: 'text' | 'timestamptz';
   /** Column type used for JSON documents. */
   readonly jsonType: 'text' | 'jsonb';
+  /**
+   * The UTC calendar day (`YYYY-MM-DD`) of a timestamp column, for grouping by day. Built from
+   * literals only, so the same expression can appear in both `select` and `group by` on Postgres.
+   */
+  readonly utcDay: (column: string) => RawBuilder<string>;
 }
 
 export const DIALECTS: Record<DialectName, DialectCapabilities> = {
-  sqlite: { name: 'sqlite', returning: true, skipLocked: false, fullText: 'fts5', timestampType: 'text', jsonType: 'text' },
-  postgres: { name: 'postgres', returning: true, skipLocked: true, fullText: 'tsvector', timestampType: 'timestamptz', jsonType: 'jsonb' },
+  sqlite: {
+    name: 'sqlite', returning: true, skipLocked: false, fullText: 'fts5', timestampType: 'text', jsonType: 'text',
+    // Timestamps are stored as ISO 8601 UTC text, so the day is its first ten characters.
+    utcDay: (column) => sql<string>`substr(${sql.ref(column)}, 1, 10)`,
+  },
+  postgres: {
+    name: 'postgres', returning: true, skipLocked: true, fullText: 'tsvector', timestampType: 'timestamptz', jsonType: 'jsonb',
+    utcDay: (column) => sql<string>`to_char(${sql.ref(column)} at time zone 'UTC', 'YYYY-MM-DD')`,
+  },
 };
