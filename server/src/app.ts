@@ -8,7 +8,11 @@ import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import { authModule } from './modules/auth/index.js';
 import { AuthService } from './modules/auth/auth.service.js';
+import { llmModule } from './modules/llm/index.js';
+import { LlmGateway } from './modules/llm/llm.service.js';
+import { createProviders } from './modules/llm/providers/index.js';
 import { opsRoutes } from './modules/ops/ops.routes.js';
+import { createUsage } from './modules/usage/index.js';
 import { createGuards, type Guards } from './platform/auth.js';
 import { ErasureRegistry } from './platform/erasure.js';
 import { createMailer } from './platform/mailer.js';
@@ -28,8 +32,8 @@ import { installWebConsole } from './web.js';
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** The capabilities Keel serves, in registration order. Each later issue appends its module here. */
-function modules(services: { auth: AuthService; guards: Guards }): KeelModule[] {
-  return [opsRoutes, authModule(services.auth, services.guards)];
+function modules(services: { auth: AuthService; guards: Guards; usage: KeelModule; gateway: LlmGateway }): KeelModule[] {
+  return [opsRoutes, authModule(services.auth, services.guards), services.usage, llmModule(services.gateway)];
 }
 
 export interface BuildOptions {
@@ -80,6 +84,8 @@ async function assemble(config: Config, options: BuildOptions, logger: Logger, d
   const mailer = createMailer({ smtpUrl: config.smtpUrl, from: config.mailFrom, dataDir: config.dataDir, logger });
   const auth = new AuthService(database.db, config, mailer, erasure, logger);
   const guards = createGuards(auth.authenticate);
+  const usage = createUsage(database, config.llm.limits);
+  const gateway = new LlmGateway(config.llm, createProviders(config.llm), usage.service, logger);
   const context: ModuleContext = { config, database, redis, logger, metrics, lifecycle, version: VERSION, guards, erasure, mailer };
 
   const app = Fastify({
@@ -111,7 +117,7 @@ async function assemble(config: Config, options: BuildOptions, logger: Logger, d
   const web = await installWebConsole(app, config.webDir);
   installErrorHandling(app, config, web.serveIndex);
 
-  for (const mod of [...modules({ auth, guards }), ...(options.extraModules ?? [])]) {
+  for (const mod of [...modules({ auth, guards, usage: usage.module, gateway }), ...(options.extraModules ?? [])]) {
     await app.register(async (scope) => mod(scope, context));
   }
 

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseEnv } from 'node:util';
+import { loadLlmConfig, LlmConfigError, type LlmConfig } from './modules/llm/llm.config.js';
 
 /** The one typed, validated, frozen configuration object every part of Keel reads. */
 export interface Config {
@@ -33,6 +34,8 @@ export interface Config {
   readonly smtpUrl: string | undefined;
   readonly mailFrom: string;
   readonly google: { readonly clientIds: readonly string[]; readonly jwksUrl: string };
+  /** LLM providers, models, presets and usage limits (docs/llm.md). */
+  readonly llm: LlmConfig;
 }
 
 export interface DatabaseConfig {
@@ -96,6 +99,21 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
   { name: 'MAIL_FROM', default: 'Keel <no-reply@localhost>', description: 'Sender of verification and password-reset e-mails.' },
   { name: 'GOOGLE_CLIENT_ID', default: '(none: Google sign-in off)', description: 'OAuth client id(s) whose Google ID tokens are accepted (`aud`), comma-separated.' },
   { name: 'GOOGLE_JWKS_URL', default: 'https://www.googleapis.com/oauth2/v3/certs', description: 'Where Google\'s signing keys are fetched from (tests point it at a local server).' },
+  { name: 'KEEL_CONFIG', default: './keel.config.yaml (or .yml, .json) when present', description: 'File with LLM providers, model aliases and prices, presets and limits (docs/llm.md).' },
+  { name: 'LLM_BASE_URL', default: '(none)', description: 'One OpenAI-compatible provider (named `default`), e.g. `http://localhost:11434/v1` for Ollama.' },
+  { name: 'LLM_API_KEY', default: '(none)', description: 'Its API key; it never leaves the server.' },
+  { name: 'LLM_MODEL', default: '(none)', description: 'Its model; every preset uses it unless configured otherwise.' },
+  { name: 'LLM_EMBEDDINGS_MODEL', default: '(none)', description: 'An embeddings model on that provider, for `/v1/embeddings`.' },
+  { name: 'OPENAI_API_KEY', default: '(none)', description: 'Enables provider `openai` (models as `openai/<model>`).' },
+  { name: 'GROQ_API_KEY', default: '(none)', description: 'Enables provider `groq`.' },
+  { name: 'MISTRAL_API_KEY', default: '(none)', description: 'Enables provider `mistral`.' },
+  { name: 'ANTHROPIC_API_KEY', default: '(none)', description: 'Enables provider `anthropic` (Messages API, translated to and from the OpenAI shape).' },
+  { name: 'LLM_CONNECT_TIMEOUT_MS', default: '30000', description: 'Upstream: longest wait for response headers.' },
+  { name: 'LLM_IDLE_TIMEOUT_MS', default: '60000', description: 'Upstream: longest silence within a stream or body.' },
+  { name: 'LLM_MAX_RETRIES', default: '2', description: 'Upstream: retries on 429/5xx/network errors, before the first byte only.' },
+  { name: 'LLM_RESERVE_COMPLETION_TOKENS', default: '1024', description: 'Completion tokens reserved against budgets when a request sets no max_tokens.' },
+  { name: 'LIMIT_<NAME>', default: '(unlimited)', description: 'Default per-user limits: `LIMIT_REQUESTS_PER_MINUTE`, `LIMIT_REQUESTS_PER_DAY`, `LIMIT_TOKENS_PER_DAY`, `LIMIT_TOKENS_PER_MONTH`, `LIMIT_COST_USD_PER_DAY`, `LIMIT_COST_USD_PER_MONTH`. Admins override per user.' },
+  { name: 'API_KEY_LIMIT_<NAME>', default: '(unlimited)', description: 'The same limits per API key, e.g. `API_KEY_LIMIT_REQUESTS_PER_MINUTE`.' },
   { name: 'WEB_DIR', default: '(the built console, web/dist)', description: 'Directory of the web console served at `/`.' },
 ];
 
@@ -186,6 +204,14 @@ export function loadConfig(env: Record<string, string | undefined>, opts: { cwd?
 
   const secret = resolveSecret(get('SECRET_KEY'), envName, dataDir, opts.persistDevSecret ?? true, problems);
 
+  let llm: LlmConfig | undefined;
+  try {
+    llm = loadLlmConfig(env, cwd);
+  } catch (err) {
+    if (!(err instanceof LlmConfigError)) throw err;
+    problems.push(...err.problems);
+  }
+
   const config: Config = {
     env: envName,
     host: get('HOST') ?? '127.0.0.1',
@@ -228,6 +254,7 @@ export function loadConfig(env: Record<string, string | undefined>, opts: { cwd?
       clientIds: list(get('GOOGLE_CLIENT_ID')),
       jwksUrl: get('GOOGLE_JWKS_URL') ?? 'https://www.googleapis.com/oauth2/v3/certs',
     },
+    llm: llm as LlmConfig,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(config);

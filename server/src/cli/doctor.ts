@@ -6,6 +6,7 @@ import { migrationStatus } from '../db/migrate.js';
 import { createLogger } from '../platform/logger.js';
 import { closeRedis, createRedis, waitForRedis } from '../platform/redis.js';
 import { DEFAULT_WEB_DIR } from '../web.js';
+import { createProviders } from '../modules/llm/providers/index.js';
 
 interface Finding {
   ok: boolean;
@@ -63,6 +64,8 @@ export async function runDoctor(env: Record<string, string | undefined>, out: (l
     findings.push({ ok: true, warn: true, text: 'REDIS_URL is not set: rate limits and events stay in this process (fine for one instance)' });
   }
 
+  findings.push(...(await checkProviders(config)));
+
   const webDir = config.webDir ?? DEFAULT_WEB_DIR;
   findings.push(existsSync(path.join(webDir, 'index.html'))
     ? { ok: true, text: `web console built (${webDir})` }
@@ -70,6 +73,16 @@ export async function runDoctor(env: Record<string, string | undefined>, out: (l
 
   report(findings, out);
   return findings.some((f) => !f.ok && !f.warn) ? 1 : 0;
+}
+
+/** Asks every configured LLM provider whether it answers (5 s each, in parallel). */
+async function checkProviders(config: Config): Promise<Finding[]> {
+  const providers = createProviders(config.llm);
+  if (providers.size === 0) return [{ ok: true, warn: true, text: 'no LLM provider configured: set LLM_BASE_URL + LLM_API_KEY + LLM_MODEL, a provider key, or keel.config.yaml (docs/llm.md)' }];
+  return Promise.all([...providers.values()].map(async (p) => {
+    const { ok, detail } = await p.check({ signal: AbortSignal.timeout(5000) });
+    return ok ? { ok: true, text: `LLM provider ${p.name}: ${detail}` } : { ok: false, text: `LLM provider ${p.name} does not answer: ${detail}` };
+  }));
 }
 
 function checkDataDir(dir: string): Finding {

@@ -19,7 +19,7 @@ export async function installOpenApi(app: FastifyInstance, config: Pick<Config, 
           apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' },
         },
       },
-      tags: [{ name: 'operations', description: 'Health, readiness, metrics' }, { name: 'identity', description: 'Accounts, sessions, devices, API keys, 2FA' }],
+      tags: [{ name: 'operations', description: 'Health, readiness, metrics' }, { name: 'identity', description: 'Accounts, sessions, devices, API keys, 2FA' }, { name: 'llm', description: 'The LLM gateway: OpenAI-compatible endpoints and presets' }, { name: 'usage', description: 'Metered usage and limits' }],
     },
   });
   if (!config.docsEnabled) return;

@@ -74,11 +74,15 @@ describeEachDatabase('database layer', (db) => {
 });
 
 describe('database helpers', () => {
-  it('uuidv7 ids are RFC 9562 version 7 and sort by creation time', () => {
-    const a = uuidv7(1_700_000_000_000);
-    const b = uuidv7(1_700_000_000_001);
+  it('uuidv7 ids are RFC 9562 version 7 and sort by creation time, also within one millisecond', () => {
+    const a = uuidv7(Date.now() + 10_000);
+    const b = uuidv7(Date.now() + 10_001);
     expect(a).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(a < b).toBe(true);
+    const burst = Array.from({ length: 1000 }, () => uuidv7(Date.now() + 20_000));
+    expect([...burst].sort()).toEqual(burst);
+    expect(new Set(burst).size).toBe(1000);
+    for (const id of burst) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   });
 
   it('reads Postgres timestamps as ISO 8601 UTC', () => {

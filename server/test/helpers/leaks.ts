@@ -41,6 +41,8 @@ export function rememberSecretsIn(body: unknown, depth = 0): void {
   for (const [k, v] of Object.entries(body as Record<string, unknown>)) {
     if (k === 'error') continue; // error bodies carry codes like "invalid_token", not secrets
     if (SECRET_FIELDS.has(k)) {
+      // `key` also names ordinary fields (a grouping key, a counter key): only API keys are secrets there.
+      if (k === 'key' && typeof v === 'string' && !v.startsWith('keel_sk_')) continue;
       if (typeof v === 'string') rememberSecret(v);
       else if (Array.isArray(v)) for (const item of v) if (typeof item === 'string') rememberSecret(item);
     }

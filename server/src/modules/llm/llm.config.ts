@@ -223,7 +223,7 @@ function readConfigFile(env: Record<string, string | undefined>, cwd: string, pr
     sources.push(path.basename(file));
     if (parsed === null || parsed === undefined) return {};
     if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('the top level must be a mapping');
-    return parsed as FileShape;
+    return parsed;
   } catch (err) {
     problems.push(`${path.basename(file)} cannot be read: ${(err as Error).message}`);
     return {};

@@ -1,3 +1,5 @@
+import { AppError } from '../../../platform/errors.js';
+
 /**
  * The contract every upstream adapter meets. Keel speaks OpenAI's chat-completions wire shape
  * internally: OpenAI-compatible upstreams pass it through, the Anthropic adapter translates to and
@@ -100,16 +102,16 @@ export interface ResilienceOptions {
  * A failed upstream call, already mapped to what Keel answers: never the provider's key or raw body.
  * `status` is Keel's HTTP status; `upstreamStatus` what the provider said (for logs and metering).
  */
-export class UpstreamError extends Error {
+export class UpstreamError extends AppError {
   constructor(
-    readonly code: 'upstream_rate_limited' | 'upstream_unavailable' | 'upstream_timeout' | 'upstream_bad_request' | 'upstream_auth_failed' | 'upstream_error' | 'upstream_aborted',
+    code: 'upstream_rate_limited' | 'upstream_unavailable' | 'upstream_timeout' | 'upstream_bad_request' | 'upstream_auth_failed' | 'upstream_error' | 'upstream_aborted',
     message: string,
     readonly status: number,
     readonly retryable: boolean,
     readonly upstreamStatus?: number,
     readonly retryAfterSeconds?: number,
   ) {
-    super(message);
+    super(code, message, status, undefined, retryAfterSeconds !== undefined ? { 'retry-after': String(Math.max(1, Math.round(retryAfterSeconds))) } : undefined);
     this.name = 'UpstreamError';
   }
 }

@@ -1,0 +1,99 @@
+import type { FastifyReply } from 'fastify';
+
+/**
+ * Server-sent events on a hijacked reply, done the way proxies and browsers need: no caching, no proxy
+ * buffering (`X-Accel-Buffering: no`), headers flushed as soon as the stream opens, a comment heartbeat
+ * whenever the stream has been quiet, and backpressure — `send` waits while the client's socket is
+ * full, so a slow reader cannot make the server buffer without bound.
+ */
+export class SseStream {
+  private opened = false;
+  private lastWrite = Date.now();
+  private heartbeat: NodeJS.Timeout | undefined;
+  /** Aborted when the client goes away before the stream ended. */
+  readonly clientGone: AbortSignal;
+
+  constructor(private readonly reply: FastifyReply, private readonly heartbeatMs: number) {
+    const controller = new AbortController();
+    this.clientGone = controller.signal;
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableEnded) controller.abort();
+      this.stopHeartbeat();
+    });
+  }
+
+  get isOpen(): boolean {
+    return this.opened;
+  }
+
+  /** Sends the status line and headers (those already set on the reply — CORS, request id — included). */
+  open(): void {
+    if (this.opened) return;
+    this.opened = true;
+    this.reply.hijack();
+    this.reply.raw.writeHead(200, {
+      ...(this.reply.getHeaders() as Record<string, string>),
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    this.reply.raw.flushHeaders();
+    this.heartbeat = setInterval(() => {
+      if (Date.now() - this.lastWrite >= this.heartbeatMs) void this.write(': keep-alive\n\n');
+    }, Math.max(250, Math.floor(this.heartbeatMs / 2)));
+    this.heartbeat.unref();
+  }
+
+  /** One event (`event:` line only when named); resolves when the socket can take more. */
+  async send(data: string, event?: string): Promise<void> {
+    this.open();
+    await this.write(`${event ? `event: ${event}\n` : ''}data: ${data}\n\n`);
+  }
+
+  /** Ends an opened stream; before it was opened the reply is Fastify's to finish (an error response). */
+  end(): void {
+    this.stopHeartbeat();
+    if (this.opened && !this.reply.raw.writableEnded && !this.reply.raw.destroyed) this.reply.raw.end();
+  }
+
+  private async write(text: string): Promise<void> {
+    const raw = this.reply.raw;
+    if (raw.writableEnded || raw.destroyed) return;
+    this.lastWrite = Date.now();
+    if (raw.write(text)) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        raw.off('drain', done);
+        raw.off('close', done);
+        resolve();
+      };
+      raw.once('drain', done);
+      raw.once('close', done);
+    });
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+  }
+}
+
+/**
+ * Waits for `promise`; if it takes longer than `ms`, opens the stream first (so heartbeats start and
+ * the client sees the response begin). Before that, a failure can still become an ordinary HTTP error.
+ */
+export async function awaitOrOpen<T>(promise: Promise<T>, sse: SseStream, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const opener = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      sse.open();
+      resolve();
+    }, ms);
+  });
+  try {
+    return await Promise.race([promise, opener.then(() => promise)]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
