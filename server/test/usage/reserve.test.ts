@@ -2,8 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../../src/db/database.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
-import { LIMIT_NAMES as CONFIG_LIMIT_NAMES } from '../../src/modules/llm/llm.config.js';
-import { duration, LIMIT_NAMES, UsageService, type Limits, type UsageServiceOptions } from '../../src/modules/usage/usage.service.js';
+import { duration, UsageService, type Limits, type UsageServiceOptions } from '../../src/modules/usage/usage.service.js';
 import { AppError } from '../../src/platform/errors.js';
 import { createLogger } from '../../src/platform/logger.js';
 import { describeEachDatabase } from '../helpers/databases.js';
@@ -22,10 +21,6 @@ async function refusal(promise: Promise<unknown>): Promise<AppError> {
 }
 
 describe('limit names', () => {
-  it('are the ones the LLM configuration accepts', () => {
-    expect([...LIMIT_NAMES]).toEqual([...CONFIG_LIMIT_NAMES]);
-  });
-
   it('durations read like "3 h 12 min"', () => {
     expect([duration(1), duration(59), duration(60), duration(725), duration(3600), duration(11_520), duration(86_400 * 9 + 3600 * 4 + 5)]).toEqual(['1 s', '59 s', '1 min', '12 min 5 s', '1 h', '3 h 12 min', '9 d 4 h']);
   });

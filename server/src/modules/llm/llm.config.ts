@@ -1,18 +1,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { LIMIT_NAMES, type Limits } from '../usage/usage.service.js';
 import type { ResilienceOptions } from './providers/provider.js';
 
-/** Usage limits; absent means unlimited. Budgets are per UTC day / calendar month. */
-export interface Limits {
-  requests_per_minute?: number;
-  requests_per_day?: number;
-  tokens_per_day?: number;
-  tokens_per_month?: number;
-  cost_usd_per_day?: number;
-  cost_usd_per_month?: number;
-}
-export const LIMIT_NAMES = ['requests_per_minute', 'requests_per_day', 'tokens_per_day', 'tokens_per_month', 'cost_usd_per_day', 'cost_usd_per_month'] as const;
+// Limits are the usage module's; the configuration only reads them.
+export { LIMIT_NAMES, type Limits } from '../usage/usage.service.js';
 
 export interface ProviderConfig {
   readonly name: string;

@@ -6,10 +6,7 @@ import { AppError, type ErrorDetail } from '../../platform/errors.js';
 import { uuidv7 } from '../../platform/ids.js';
 import { usageRepository as repo, type Aggregate, type GroupBy, type UsageCounterRow } from './usage.repository.js';
 
-/**
- * The limit names of keel.config's `limits.user` / `limits.api_key` (and `LIMIT_*` variables). They
- * mirror `LIMIT_NAMES` of llm.config.ts, which modules may not import; a test keeps the two equal.
- */
+/** The limit names of keel.config's `limits.user` / `limits.api_key` (and `LIMIT_*` variables). */
 export const LIMIT_NAMES = ['requests_per_minute', 'requests_per_day', 'tokens_per_day', 'tokens_per_month', 'cost_usd_per_day', 'cost_usd_per_month'] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 /** Usage limits; absent means unlimited. Windows are the UTC minute, day and calendar month. */
