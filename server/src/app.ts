@@ -7,6 +7,8 @@ import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import { authModule } from './modules/auth/index.js';
+import { chatModule } from './modules/chat/index.js';
+import { ChatService } from './modules/chat/chat.service.js';
 import { AuthService } from './modules/auth/auth.service.js';
 import { llmModule } from './modules/llm/index.js';
 import { LlmGateway } from './modules/llm/llm.service.js';
@@ -19,6 +21,7 @@ import { createMailer } from './platform/mailer.js';
 import { installErrorHandling } from './platform/error-handler.js';
 import { createLogger } from './platform/logger.js';
 import { createMetrics, instrumentRequests, type Metrics } from './platform/metrics.js';
+import { createPubSub } from './platform/pubsub.js';
 import type { KeelModule, Lifecycle, ModuleContext } from './platform/module.js';
 import { installOpenApi } from './platform/openapi.js';
 import { installRateLimit } from './platform/rate-limit.js';
@@ -32,8 +35,8 @@ import { installWebConsole } from './web.js';
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** The capabilities Keel serves, in registration order. Each later issue appends its module here. */
-function modules(services: { auth: AuthService; guards: Guards; usage: KeelModule; gateway: LlmGateway }): KeelModule[] {
-  return [opsRoutes, authModule(services.auth, services.guards), services.usage, llmModule(services.gateway)];
+function modules(services: { auth: AuthService; guards: Guards; usage: KeelModule; gateway: LlmGateway; chat: ChatService }): KeelModule[] {
+  return [opsRoutes, authModule(services.auth, services.guards), services.usage, llmModule(services.gateway), chatModule(services.chat)];
 }
 
 export interface BuildOptions {
@@ -86,7 +89,9 @@ async function assemble(config: Config, options: BuildOptions, logger: Logger, d
   const guards = createGuards(auth.authenticate);
   const usage = createUsage(database, config.llm.limits);
   const gateway = new LlmGateway(config.llm, createProviders(config.llm), usage.service, logger);
-  const context: ModuleContext = { config, database, redis, logger, metrics, lifecycle, version: VERSION, guards, erasure, mailer };
+  const pubsub = createPubSub(config, logger);
+  const chat = new ChatService(database.db, gateway, pubsub, logger, { maxMessageChars: config.chat.maxMessageChars, defaultPreset: config.chat.defaultPreset });
+  const context: ModuleContext = { config, database, redis, logger, metrics, lifecycle, version: VERSION, guards, erasure, mailer, pubsub };
 
   const app = Fastify({
     loggerInstance: logger,
@@ -117,12 +122,14 @@ async function assemble(config: Config, options: BuildOptions, logger: Logger, d
   const web = await installWebConsole(app, config.webDir);
   installErrorHandling(app, config, web.serveIndex);
 
-  for (const mod of [...modules({ auth, guards, usage: usage.module, gateway }), ...(options.extraModules ?? [])]) {
+  for (const mod of [...modules({ auth, guards, usage: usage.module, gateway, chat }), ...(options.extraModules ?? [])]) {
     await app.register(async (scope) => mod(scope, context));
   }
 
   app.addHook('onClose', async () => {
-    await Promise.allSettled([database.close(), redis ? closeRedis(redis) : undefined]);
+    // Generations still running are stopped and stored before the database closes.
+    await chat.shutdown();
+    await Promise.allSettled([database.close(), redis ? closeRedis(redis) : undefined, pubsub.close()]);
   });
   await app.ready();
   return { app, context, beginShutdown: () => shutdown.abort() };

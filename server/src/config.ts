@@ -36,6 +36,13 @@ export interface Config {
   readonly google: { readonly clientIds: readonly string[]; readonly jwksUrl: string };
   /** LLM providers, models, presets and usage limits (docs/llm.md). */
   readonly llm: LlmConfig;
+  readonly chat: {
+    readonly maxMessageChars: number;
+    readonly messagesPerMinute: number;
+    readonly defaultPreset: string;
+    readonly wsHeartbeatMs: number;
+    readonly wsMaxFrameBytes: number;
+  };
 }
 
 export interface DatabaseConfig {
@@ -114,6 +121,11 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
   { name: 'LLM_RESERVE_COMPLETION_TOKENS', default: '1024', description: 'Completion tokens reserved against budgets when a request sets no max_tokens.' },
   { name: 'LIMIT_<NAME>', default: '(unlimited)', description: 'Default per-user limits: `LIMIT_REQUESTS_PER_MINUTE`, `LIMIT_REQUESTS_PER_DAY`, `LIMIT_TOKENS_PER_DAY`, `LIMIT_TOKENS_PER_MONTH`, `LIMIT_COST_USD_PER_DAY`, `LIMIT_COST_USD_PER_MONTH`. Admins override per user.' },
   { name: 'API_KEY_LIMIT_<NAME>', default: '(unlimited)', description: 'The same limits per API key, e.g. `API_KEY_LIMIT_REQUESTS_PER_MINUTE`.' },
+  { name: 'CHAT_MAX_MESSAGE_CHARS', default: '32000', description: 'Longest chat message a user can send.' },
+  { name: 'CHAT_MESSAGES_PER_MINUTE', default: '30', description: 'Chat messages per user per minute (HTTP and WebSocket).' },
+  { name: 'CHAT_DEFAULT_PRESET', default: 'general', description: 'Preset of conversations that name neither a preset nor a model.' },
+  { name: 'CHAT_WS_HEARTBEAT_MS', default: '30000', description: 'WebSocket ping interval; a socket that misses two pongs is closed, and the session is re-checked.' },
+  { name: 'CHAT_WS_MAX_FRAME_KB', default: '256', description: 'Largest WebSocket frame accepted; larger ones get an error frame.' },
   { name: 'WEB_DIR', default: '(the built console, web/dist)', description: 'Directory of the web console served at `/`.' },
 ];
 
@@ -255,6 +267,13 @@ export function loadConfig(env: Record<string, string | undefined>, opts: { cwd?
       jwksUrl: get('GOOGLE_JWKS_URL') ?? 'https://www.googleapis.com/oauth2/v3/certs',
     },
     llm: llm as LlmConfig,
+    chat: {
+      maxMessageChars: int('CHAT_MAX_MESSAGE_CHARS', 32_000, 1, 1_000_000),
+      messagesPerMinute: int('CHAT_MESSAGES_PER_MINUTE', 30, 1),
+      defaultPreset: get('CHAT_DEFAULT_PRESET') ?? 'general',
+      wsHeartbeatMs: int('CHAT_WS_HEARTBEAT_MS', 30_000, 100, 600_000),
+      wsMaxFrameBytes: int('CHAT_WS_MAX_FRAME_KB', 256, 1, 65_536) * 1024,
+    },
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(config);

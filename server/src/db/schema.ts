@@ -156,6 +156,38 @@ export interface UsageCountersTable {
   updated_at: Timestamp;
 }
 
+export interface ConversationsTable {
+  id: string;
+  user_id: string;
+  title: string | null;
+  preset: string | null;
+  model: string | null;
+  system_prompt: string | null;
+  /** JSON array of knowledge collection ids the answers are grounded in. */
+  collection_ids: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  last_activity_at: Timestamp;
+}
+
+export interface MessagesTable {
+  id: string;
+  conversation_id: string;
+  user_id: string;
+  role: 'user' | 'assistant';
+  content: string;
+  /** complete | generating | aborted | failed */
+  status: string;
+  model: string | null;
+  prompt_tokens: number | null;
+  completion_tokens: number | null;
+  /** JSON array of citations, for grounded answers. */
+  citations: string | null;
+  error_code: string | null;
+  created_at: Timestamp;
+  completed_at: Timestamp | null;
+}
+
 /** Every table Keel owns; each capability issue adds its own. */
 export interface DB {
   users: UsersTable;
@@ -170,4 +202,6 @@ export interface DB {
   audit_events: AuditEventsTable;
   usage_events: UsageEventsTable;
   usage_counters: UsageCountersTable;
+  conversations: ConversationsTable;
+  messages: MessagesTable;
 }

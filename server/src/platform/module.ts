@@ -7,6 +7,7 @@ import type { Guards } from './auth.js';
 import type { ErasureRegistry } from './erasure.js';
 import type { Mailer } from './mailer.js';
 import type { Metrics } from './metrics.js';
+import type { PubSub } from './pubsub.js';
 
 /** The process's shutdown state: long-lived streams watch `signal` to finish cleanly before the deadline. */
 export interface Lifecycle {
@@ -28,6 +29,8 @@ export interface ModuleContext {
   /** Where a module registers how to erase a user's data (DELETE /me). */
   readonly erasure: ErasureRegistry;
   readonly mailer: Mailer;
+  /** Events across instances (in-process without Redis). */
+  readonly pubsub: PubSub;
 }
 
 /** A capability: registers its routes (and hooks) inside its own encapsulated Fastify scope. */

@@ -2,6 +2,7 @@ import type { Migration } from 'kysely';
 import * as createUsers from './20261122000000_create_users.js';
 import * as identity from './20261122010000_identity.js';
 import * as usage from './20261122020000_usage.js';
+import * as chat from './20261122030000_chat.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder) so the compiled server and
@@ -11,4 +12,5 @@ export const migrations: Record<string, Migration> = {
   '20261122000000_create_users': createUsers,
   '20261122010000_identity': identity,
   '20261122020000_usage': usage,
+  '20261122030000_chat': chat,
 };

@@ -194,9 +194,12 @@ export class AuthService {
   /** Turns the request's bearer token or API key into a Principal; every check hits the database, so revocation is immediate on every instance. */
   readonly authenticate = async (request: FastifyRequest): Promise<Principal | undefined> => {
     const credential = credentialOf(request);
-    if (credential === undefined) return undefined;
-    return looksLikeApiKey(credential) ? this.authenticateApiKey(credential) : this.authenticateAccessToken(credential);
+    return credential === undefined ? undefined : this.authenticateCredential(credential);
   };
+
+  /** The same checks for a credential that did not come in a header (the WebSocket's first frame). */
+  readonly authenticateCredential = (credential: string): Promise<Principal> =>
+    looksLikeApiKey(credential) ? this.authenticateApiKey(credential) : this.authenticateAccessToken(credential);
 
   private async authenticateAccessToken(token: string): Promise<Principal> {
     const claims = await this.tokens.verifyAccess(token);

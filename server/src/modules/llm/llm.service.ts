@@ -9,6 +9,9 @@ import {
 } from './providers/provider.js';
 import { estimatePromptTokens, estimateTextTokens, textOf } from './tokens.js';
 
+/** Token counting with the gateway's tokenizer, for modules that budget context (chat). */
+export { estimateTextTokens } from './tokens.js';
+
 export interface CallMeta {
   /** What is metered as the endpoint, e.g. `/v1/chat/completions`, `/llm/code/stream`. */
   endpoint: string;
@@ -68,6 +71,11 @@ export class LlmGateway {
     return preset;
   }
 
+  /** The context window, in tokens, of the model a name (model, alias or preset) resolves to; 404 when unknown. */
+  contextWindow(name: string): number {
+    return this.target(name).models[0]!.contextWindow;
+  }
+
   private target(name: string): Target {
     const preset = this.config.presets.get(name);
     const names = preset ? [preset.model, ...preset.fallbacks] : [name];
@@ -85,11 +93,12 @@ export class LlmGateway {
     return provider;
   }
 
-  /** The request as the upstream receives it: the preset's system prompt first, its params under the client's. */
+  /**
+   * The request as the upstream receives it: the preset's params under the client's, and the preset's
+   * system prompt first — unless the request brings its own system message, which replaces it.
+   */
   private prepare(request: ChatRequest, target: Target, model: ModelConfig): ChatRequest {
-    const preset = target.preset;
-    const messages: ChatMessage[] = preset?.system ? [{ role: 'system', content: preset.system }, ...request.messages] : request.messages;
-    return { ...(preset?.params ?? {}), ...request, messages, model: model.upstream };
+    return { ...(target.preset?.params ?? {}), ...request, messages: withPresetSystem(request.messages, target.preset), model: model.upstream };
   }
 
   private cost(model: ModelConfig, prompt: number, completion: number): number {
@@ -98,7 +107,7 @@ export class LlmGateway {
   }
 
   private estimate(request: ChatRequest, target: Target) {
-    const prompt = estimatePromptTokens(target.preset?.system ? [{ role: 'system', content: target.preset.system }, ...request.messages] : request.messages);
+    const prompt = estimatePromptTokens(withPresetSystem(request.messages, target.preset));
     const completion = Number(request.max_tokens ?? request.max_completion_tokens ?? target.preset?.params.max_tokens ?? this.config.reserveCompletionTokens);
     const worst = Math.max(...target.models.map((m) => this.cost(m, prompt, completion)));
     return { prompt, tokens: prompt + completion, costUsd: worst };
@@ -257,6 +266,11 @@ export class LlmGateway {
       messageId: meta.messageId ?? null,
     };
   }
+}
+
+function withPresetSystem(messages: ChatMessage[], preset: PresetConfig | undefined): ChatMessage[] {
+  const own = messages[0]?.role === 'system' || messages[0]?.role === 'developer';
+  return preset?.system && !own ? [{ role: 'system', content: preset.system }, ...messages] : messages;
 }
 
 function codeOf(err: unknown): string {
