@@ -13,7 +13,7 @@ async function ownersConversation(ctx: MatrixContext): Promise<Record<string, st
 }
 
 async function ownersReply(ctx: MatrixContext): Promise<Record<string, string>> {
-  const { id } = await ownersConversation(ctx);
+  const id = (await ownersConversation(ctx)).id!;
   const res = await ctx.api<{ assistant_message: { id: string } }>('POST', `/conversations/${id}/messages`, ctx.cast.owner, { content: 'hello' });
   if (res.status !== 200) throw new Error(`message: ${res.status}`);
   return { id, messageId: res.body.assistant_message.id };
