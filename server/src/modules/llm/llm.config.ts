@@ -169,10 +169,12 @@ export function loadLlmConfig(env: Record<string, string | undefined>, cwd = pro
   }
 
   const limits = { user: { ...limitsFromEnv(env, 'LIMIT_'), ...(file.limits?.user ?? {}) }, apiKey: { ...limitsFromEnv(env, 'API_KEY_LIMIT_'), ...(file.limits?.api_key ?? {}) } };
-  for (const [scope, l] of Object.entries(limits)) {
+  // Problems name what the operator wrote: the file's `limits.api_key.*`, or the variable a value came from.
+  for (const [scope, l, prefix] of [['user', limits.user, 'LIMIT_'], ['api_key', limits.apiKey, 'API_KEY_LIMIT_']] as const) {
     for (const [k, v] of Object.entries(l)) {
+      const where = file.limits?.[scope]?.[k as keyof Limits] !== undefined ? `limits.${scope}.${k}` : `${prefix}${k.toUpperCase()}`;
       if (!(LIMIT_NAMES as readonly string[]).includes(k)) problems.push(`limits.${scope}.${k} is not a known limit (${LIMIT_NAMES.join(', ')}).`);
-      else if (typeof v !== 'number' || v < 0) problems.push(`limits.${scope}.${k} must be a non-negative number.`);
+      else if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) problems.push(`${where} must be a non-negative number.`);
     }
   }
   if (problems.length > 0) throw new LlmConfigError(problems);

@@ -162,7 +162,9 @@ async function relay(
     while (!next.done) {
       if (sse.clientGone.aborted) break;
       await onChunk(next.value);
-      next = await iterator.next();
+      // Until an event was sent (the upstream's first chunks may carry no text), waiting still opens the
+      // stream after heartbeatMs, so the client gets headers and heartbeats instead of silence.
+      next = await (sse.isOpen ? iterator.next() : awaitOrOpen(iterator.next(), sse, heartbeatMs));
     }
     if (!sse.clientGone.aborted) await onDone();
   } catch (err) {
