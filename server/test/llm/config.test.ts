@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
@@ -364,5 +367,22 @@ describe('only LLM_BASE_URL / LLM_API_KEY / LLM_MODEL', () => {
       expect.objectContaining({ id: 'general', owned_by: 'keel-preset:the-one-model' }),
       expect.objectContaining({ id: 'reasoning', owned_by: 'keel-preset:the-one-model' }),
     ]));
+  });
+});
+
+describe('numeric LLM settings', () => {
+  it('a non-numeric timeout, retry count or heartbeat is reported, not silently replaced', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'keel-llm-num-'));
+    writeFileSync(path.join(dir, 'keel.config.yaml'), 'heartbeat_seconds: 0\n');
+    let problems: readonly string[] = [];
+    try {
+      loadConfig({ NODE_ENV: 'test', LLM_BASE_URL: 'http://127.0.0.1:9/v1', LLM_MODEL: 'm', LLM_CONNECT_TIMEOUT_MS: 'soon', LLM_MAX_RETRIES: 'many', KEEL_CONFIG: path.join(dir, 'keel.config.yaml') }, { cwd: dir, persistDevSecret: false });
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems = err.problems;
+    }
+    expect(problems.join('\n')).toContain('LLM_CONNECT_TIMEOUT_MS');
+    expect(problems.join('\n')).toContain('LLM_MAX_RETRIES');
+    expect(problems.join('\n')).toContain('heartbeat_seconds');
   });
 });

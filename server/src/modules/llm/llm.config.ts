@@ -100,11 +100,17 @@ export function loadLlmConfig(env: Record<string, string | undefined>, cwd = pro
   const providers = new Map<string, ProviderConfig>();
   const models = new Map<string, ModelConfig>();
   const presets = new Map<string, PresetConfig>();
-  const num = (v: unknown, fallback: number): number => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : fallback);
+  /** A non-negative number where one was given (else `fallback`); anything else is reported as `what`. */
+  const num = (v: unknown, fallback: number, what = 'a setting', min = 0): number => {
+    if (v === undefined || v === null) return fallback;
+    if (typeof v === 'number' && Number.isFinite(v) && v >= min) return v;
+    problems.push(`${what} must be a number ≥ ${min} (got ${JSON.stringify(v)}).`);
+    return fallback;
+  };
   const resilience = (p: { connect_timeout_ms?: number; idle_timeout_ms?: number; max_retries?: number } = {}): ResilienceOptions => ({
-    connectTimeoutMs: num(p.connect_timeout_ms ?? intEnv(env, 'LLM_CONNECT_TIMEOUT_MS'), DEFAULT_RESILIENCE.connectTimeoutMs),
-    idleTimeoutMs: num(p.idle_timeout_ms ?? intEnv(env, 'LLM_IDLE_TIMEOUT_MS'), DEFAULT_RESILIENCE.idleTimeoutMs),
-    maxRetries: num(p.max_retries ?? intEnv(env, 'LLM_MAX_RETRIES'), DEFAULT_RESILIENCE.maxRetries),
+    connectTimeoutMs: num(p.connect_timeout_ms ?? intEnv(env, 'LLM_CONNECT_TIMEOUT_MS'), DEFAULT_RESILIENCE.connectTimeoutMs, p.connect_timeout_ms !== undefined ? 'connect_timeout_ms' : 'LLM_CONNECT_TIMEOUT_MS', 1),
+    idleTimeoutMs: num(p.idle_timeout_ms ?? intEnv(env, 'LLM_IDLE_TIMEOUT_MS'), DEFAULT_RESILIENCE.idleTimeoutMs, p.idle_timeout_ms !== undefined ? 'idle_timeout_ms' : 'LLM_IDLE_TIMEOUT_MS', 1),
+    maxRetries: num(p.max_retries ?? intEnv(env, 'LLM_MAX_RETRIES'), DEFAULT_RESILIENCE.maxRetries, p.max_retries !== undefined ? 'max_retries' : 'LLM_MAX_RETRIES'),
     retryBaseMs: DEFAULT_RESILIENCE.retryBaseMs,
   });
   const addModel = (m: ModelConfig): void => {
@@ -177,14 +183,17 @@ export function loadLlmConfig(env: Record<string, string | undefined>, cwd = pro
       else if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) problems.push(`${where} must be a non-negative number.`);
     }
   }
+  const reserveCompletionTokens = num(file.reserve_completion_tokens ?? intEnv(env, 'LLM_RESERVE_COMPLETION_TOKENS'), 1024, 'reserve_completion_tokens / LLM_RESERVE_COMPLETION_TOKENS', 1);
+  // At least 0.1 s: a heartbeat of 0 would fire constantly.
+  const heartbeatSeconds = num(file.heartbeat_seconds, 15, 'heartbeat_seconds', 0.1);
   if (problems.length > 0) throw new LlmConfigError(problems);
   return {
     providers,
     models,
     presets,
     limits,
-    reserveCompletionTokens: num(file.reserve_completion_tokens ?? intEnv(env, 'LLM_RESERVE_COMPLETION_TOKENS'), 1024),
-    heartbeatSeconds: num(file.heartbeat_seconds, 15),
+    reserveCompletionTokens,
+    heartbeatSeconds,
     sources,
   };
 }
