@@ -1,6 +1,7 @@
-// `npm run bench`: starts the built server on SQLite, then on Postgres, loads each scenario with
-// autocannon, and appends what it measured to bench/RESULTS.md. See bench/README.md.
-import { randomBytes } from 'node:crypto';
+// `npm run bench`: starts the built server and measures it, then appends what it measured to
+// bench/RESULTS.md. Suites (`--suite`): `http` (default) loads each HTTP scenario with autocannon on
+// SQLite, then on Postgres; `gateway` (bench/gateway.ts) measures the LLM gateway's overhead against
+// a fake upstream; `all` runs both. See bench/README.md.
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -13,16 +14,14 @@ import { BENCH_ENV_VARIABLES, parseOptions, USAGE, UsageError, type BenchOptions
 import { benchSchemaName, createSchema, dropSchema, postgresVersion, redactUrl } from './lib/postgres-schema.js';
 import { appendResults, formatSection, type ResultsSection, type RunRecord } from './lib/results.js';
 import { SCENARIOS } from './lib/scenarios.js';
-import { startServer } from './lib/server-process.js';
+import { serverEnv, startServer } from './lib/server-process.js';
+import { runGatewaySuite } from './gateway.js';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 const SERVER_ENTRY = path.join(REPO_ROOT, 'server/dist/main.js');
 /** The built module that hashes passwords: the argon2id parameters are read from it. */
 const PASSWORDS_MODULE = path.join(REPO_ROOT, 'server/dist/modules/auth/passwords.js');
 const RESULTS_FILE = path.join(REPO_ROOT, 'bench/RESULTS.md');
-
-/** The only variables the server inherits, so a shell's or a `.env`'s Keel settings cannot skew a run. */
-const INHERITED_ENV = ['PATH', 'HOME', 'LANG', 'TZ'] as const;
 
 async function main(argv: readonly string[]): Promise<number> {
   let options: BenchOptions;
@@ -50,13 +49,21 @@ async function main(argv: readonly string[]): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    return await benchmark(options, argv, cleanup);
+    const command = commandLine(argv, process.env);
+    let code = 0;
+    if (options.suite === 'http' || options.suite === 'all') code = Math.max(code, await httpSuite(options, command, cleanup));
+    if (options.suite === 'gateway' || options.suite === 'all') {
+      if (options.suite === 'all') say('');
+      code = Math.max(code, await runGatewaySuite({ options, command, cleanup, repoRoot: REPO_ROOT, serverEntry: SERVER_ENTRY, resultsFile: RESULTS_FILE, say }));
+    }
+    return code;
   } finally {
     await cleanup.runAll();
   }
 }
 
-async function benchmark(options: BenchOptions, argv: readonly string[], cleanup: Cleanup): Promise<number> {
+/** The HTTP scenarios (README "Scenarios") on each database; one section in RESULTS.md. */
+async function httpSuite(options: BenchOptions, command: string, cleanup: Cleanup): Promise<number> {
   const date = new Date();
   const usesPostgres = options.databases.includes('postgres');
   const pgVersion = usesPostgres ? await reachPostgres(options.postgresUrl) : undefined;
@@ -65,7 +72,7 @@ async function benchmark(options: BenchOptions, argv: readonly string[], cleanup
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'keel-bench-'));
   cleanup.defer('remove the temp dir', () => rm(tmp, { recursive: true, force: true }));
 
-  say(`bench: ${options.databases.join(' then ')}; per scenario ${options.warmupS} s warmup + ${options.durationS} s measured, ${options.connections} connections, pipelining ${options.pipelining} (unless a scenario sets its own)`);
+  say(`bench: http suite on ${options.databases.join(' then ')}; per scenario ${options.warmupS} s warmup + ${options.durationS} s measured, ${options.connections} connections, pipelining ${options.pipelining} (unless a scenario sets its own)`);
   say(`bench: passwords hashed with ${describeArgon2(argon2)} (read from the built server)`);
   const runs: RunRecord[] = [];
   const notes: string[] = [];
@@ -108,7 +115,7 @@ async function benchmark(options: BenchOptions, argv: readonly string[], cleanup
   const git = await gitInfo(REPO_ROOT);
   const section: ResultsSection = {
     date,
-    command: commandLine(argv, process.env),
+    command,
     machine: machineInfo(),
     postgresVersion: pgVersion,
     git,
@@ -158,27 +165,6 @@ async function prepareDatabase(database: DatabaseKind, postgresUrl: string, data
     env: { DATABASE_URL: postgresUrl, DATABASE_SCHEMA: schema },
     description: `schema ${schema} in ${redactUrl(postgresUrl)}`,
     release,
-  };
-}
-
-function serverEnv(dataDir: string, databaseEnv: Readonly<Record<string, string>>): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const name of INHERITED_ENV) {
-    const value = process.env[name];
-    if (value !== undefined) env[name] = value;
-  }
-  return {
-    ...env,
-    NODE_ENV: 'production',
-    SECRET_KEY: randomBytes(32).toString('hex'),
-    CORS_ORIGINS: 'http://localhost',
-    // The global limiter (600 requests a minute per address) would answer 429 to nearly all of a load
-    // test, and the auth limits (20 a minute per address, per e-mail, per refresh token) to the rest.
-    RATE_LIMIT_ENABLED: 'false',
-    // Production's level, so the access log is written and costs what it costs; stdout goes to /dev/null.
-    LOG_LEVEL: 'info',
-    DATA_DIR: dataDir,
-    ...databaseEnv,
   };
 }
 

@@ -39,6 +39,8 @@ export interface LoadMeasurement {
   readonly latencyMaxMs: number;
   /** Completed requests, whatever their status. */
   readonly totalRequests: number;
+  /** Requests sent, completed or not (a request in flight when the run ends is cut off). */
+  readonly sentRequests: number;
   readonly non2xx: number;
   /** Socket errors and timeouts (autocannon counts timeouts as errors too). */
   readonly errors: number;
@@ -117,6 +119,7 @@ function summarize(result: Result): LoadMeasurement {
     latencyP99Ms: result.latency.p99,
     latencyMaxMs: result.latency.max,
     totalRequests: result.requests.total,
+    sentRequests: result.requests.sent,
     non2xx: result.non2xx,
     errors: result.errors,
     timeouts: result.timeouts,

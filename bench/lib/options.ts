@@ -5,8 +5,17 @@ export const DATABASE_KINDS: readonly DatabaseKind[] = ['sqlite', 'postgres'];
 
 export const DEFAULT_POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432/test';
 
+/** Which benchmarks one run makes: the HTTP scenarios (README "Scenarios"), the LLM gateway's overhead, or both. */
+export type SuiteName = 'http' | 'gateway' | 'all';
+export const SUITE_NAMES: readonly SuiteName[] = ['http', 'gateway', 'all'];
+
+/** Concurrent streams of the gateway suite (issue #4: 1, 64 and 256). */
+export const DEFAULT_STREAMS: readonly number[] = [1, 64, 256];
+
 /** What one `npm run bench` does: flags win over BENCH_* environment variables, which win over defaults. */
 export interface BenchOptions {
+  readonly suite: SuiteName;
+  /** Databases of the http suite (the gateway suite always runs on SQLite). */
   readonly databases: readonly DatabaseKind[];
   /** Measured seconds per scenario. */
   readonly durationS: number;
@@ -14,6 +23,8 @@ export interface BenchOptions {
   readonly warmupS: number;
   readonly connections: number;
   readonly pipelining: number;
+  /** Gateway suite: the concurrent-stream levels, in order. */
+  readonly streams: readonly number[];
   /** The Postgres database a throwaway schema is created in. */
   readonly postgresUrl: string;
   /** False with --no-write: print the table, leave RESULTS.md alone. */
@@ -24,10 +35,17 @@ export interface BenchOptions {
 export const USAGE = `usage: npm run bench [-- options]      (or: node --import tsx bench/run.ts [options] after npm run build)
 
 options (environment variable in brackets; flags win):
-  --only <sqlite|postgres>   run one database only; repeat or comma-separate for several (default: both)
-  --duration <s>             measured seconds per scenario [BENCH_DURATION] (default 10)
+  --suite <http|gateway|all> http: the HTTP scenarios on SQLite and Postgres; gateway: the LLM
+                             gateway's overhead against a fake upstream (SQLite); all: both
+                             [BENCH_SUITE] (default http)
+  --only <sqlite|postgres>   http suite: one database only; repeat or comma-separate for several
+                             (default: both)
+  --duration <s>             measured seconds per scenario, and per target and stream level of the
+                             gateway suite [BENCH_DURATION] (default 10)
   --warmup <s>               unrecorded warmup seconds before each measured run [BENCH_WARMUP] (default 2)
-  --connections <n>          concurrent connections [BENCH_CONNECTIONS] (default 50)
+  --connections <n>          concurrent connections, also of the gateway suite's non-streamed runs
+                             [BENCH_CONNECTIONS] (default 50)
+  --streams <n,n,…>          gateway suite: concurrent-stream levels [BENCH_STREAMS] (default ${DEFAULT_STREAMS.join(',')})
   --pipelining <n>           requests in flight per connection [BENCH_PIPELINING] (default 1)
   --postgres-url <url>       where the throwaway schema is created [BENCH_POSTGRES_URL]
                              (default ${DEFAULT_POSTGRES_URL})
@@ -39,7 +57,7 @@ export class UsageError extends Error {
 }
 
 /** Environment variables that change a run, in the order they are echoed back in the recorded command. */
-export const BENCH_ENV_VARIABLES = ['BENCH_DURATION', 'BENCH_WARMUP', 'BENCH_CONNECTIONS', 'BENCH_PIPELINING', 'BENCH_POSTGRES_URL'] as const;
+export const BENCH_ENV_VARIABLES = ['BENCH_SUITE', 'BENCH_DURATION', 'BENCH_WARMUP', 'BENCH_CONNECTIONS', 'BENCH_STREAMS', 'BENCH_PIPELINING', 'BENCH_POSTGRES_URL'] as const;
 
 export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv): BenchOptions {
   let parsed;
@@ -49,6 +67,8 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv): B
       strict: true,
       allowPositionals: false,
       options: {
+        suite: { type: 'string' },
+        streams: { type: 'string' },
         only: { type: 'string', multiple: true },
         duration: { type: 'string' },
         warmup: { type: 'string' },
@@ -75,15 +95,37 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv): B
   };
 
   return {
+    suite: parseSuite(values.suite ?? nonEmpty(env.BENCH_SUITE), values.suite === undefined ? 'BENCH_SUITE' : '--suite'),
     databases: parseDatabases(values.only),
     durationS: number('duration', values.duration, 'BENCH_DURATION', 10, 1, 600),
     warmupS: number('warmup', values.warmup, 'BENCH_WARMUP', 2, 0, 600),
     connections: number('connections', values.connections, 'BENCH_CONNECTIONS', 50, 1, 10_000),
     pipelining: number('pipelining', values.pipelining, 'BENCH_PIPELINING', 1, 1, 100),
+    streams: parseStreams(values.streams ?? nonEmpty(env.BENCH_STREAMS), values.streams === undefined ? 'BENCH_STREAMS' : '--streams'),
     postgresUrl: values['postgres-url'] ?? nonEmpty(env.BENCH_POSTGRES_URL) ?? DEFAULT_POSTGRES_URL,
     write: !values['no-write'],
     help: values.help,
   };
+}
+
+function parseSuite(raw: string | undefined, source: string): SuiteName {
+  if (raw === undefined) return 'http';
+  const suite = SUITE_NAMES.find((n) => n === raw.trim().toLowerCase());
+  if (suite === undefined) throw new UsageError(`${source} takes ${SUITE_NAMES.join(', ')} (got "${raw}")`);
+  return suite;
+}
+
+/** At most 1024 streams: each is a socket to the server (and, through Keel, one more to the upstream). */
+function parseStreams(raw: string | undefined, source: string): number[] {
+  if (raw === undefined) return [...DEFAULT_STREAMS];
+  const levels: number[] = [];
+  for (const part of raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0)) {
+    const n = Number(part);
+    if (!Number.isInteger(n) || n < 1 || n > 1024) throw new UsageError(`${source} takes whole numbers from 1 to 1024, comma-separated (got "${part}")`);
+    if (!levels.includes(n)) levels.push(n);
+  }
+  if (levels.length === 0) throw new UsageError(`${source} needs at least one number of concurrent streams`);
+  return levels;
 }
 
 function parseDatabases(only: string[] | undefined): DatabaseKind[] {

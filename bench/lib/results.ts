@@ -59,15 +59,22 @@ How to read a table:
 
 Reproduce with \`npm run bench\` (SQLite and Postgres; \`npm run bench -- --only sqlite\` without a
 Postgres), options in [README.md](README.md).
+
+Sections titled "LLM gateway overhead" come from \`npm run bench -- --suite gateway\` and explain
+their own tables (method: [README.md](README.md#gateway-suite)).
 `;
 
 /** Appends the section to `file`, creating it with the explanatory header first when it is missing. */
 export async function appendResults(file: string, section: ResultsSection): Promise<void> {
+  await appendSection(file, formatSection(section));
+}
+
+/** Appends an already formatted section (the gateway suite's) to `file`, creating it with the header first when it is missing. */
+export async function appendSection(file: string, text: string): Promise<void> {
   const existing = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return undefined;
     throw err;
   });
-  const text = formatSection(section);
   if (existing === undefined) {
     await writeFile(file, `${HEADER}\n${text}`);
     return;

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 
@@ -30,6 +31,40 @@ export interface StartServerOptions {
 }
 
 const STDERR_TAIL_BYTES = 16 * 1024;
+
+/** The only variables a child (the server, the fake upstream) inherits, so a shell's or a `.env`'s Keel settings cannot skew a run. */
+export const INHERITED_ENV = ['PATH', 'HOME', 'LANG', 'TZ'] as const;
+
+/** `INHERITED_ENV` as set in this process. */
+export function inheritedEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of INHERITED_ENV) {
+    const value = process.env[name];
+    if (value !== undefined) env[name] = value;
+  }
+  return env;
+}
+
+/**
+ * The server's complete environment (README "How the server is run"): production mode, a fresh
+ * secret, no rate limiting, production's log level, `dataDir` as DATA_DIR, plus `extra` (the
+ * database, and for the gateway suite the upstream).
+ */
+export function serverEnv(dataDir: string, extra: Readonly<Record<string, string>>): Record<string, string> {
+  return {
+    ...inheritedEnv(),
+    NODE_ENV: 'production',
+    SECRET_KEY: randomBytes(32).toString('hex'),
+    CORS_ORIGINS: 'http://localhost',
+    // The global limiter (600 requests a minute per address) would answer 429 to nearly all of a load
+    // test, and the auth limits (20 a minute per address, per e-mail, per refresh token) to the rest.
+    RATE_LIMIT_ENABLED: 'false',
+    // Production's level, so the access log is written and costs what it costs; stdout goes to /dev/null.
+    LOG_LEVEL: 'info',
+    DATA_DIR: dataDir,
+    ...extra,
+  };
+}
 
 /** A TCP port nothing listens on right now (the OS picks it; the tiny race until the child binds is accepted). */
 export async function freePort(host = LOOPBACK): Promise<number> {
