@@ -36,7 +36,7 @@ export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json
 
 /** The capabilities Keel serves, in registration order. Each later issue appends its module here. */
 function modules(services: { auth: AuthService; guards: Guards; usage: KeelModule; gateway: LlmGateway; chat: ChatService }): KeelModule[] {
-  return [opsRoutes, authModule(services.auth, services.guards), services.usage, llmModule(services.gateway), chatModule(services.chat)];
+  return [opsRoutes, authModule(services.auth, services.guards), services.usage, llmModule(services.gateway), chatModule(services.chat, services.auth.authenticateCredential)];
 }
 
 export interface BuildOptions {
