@@ -122,7 +122,7 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
   { name: 'LIMIT_<NAME>', default: '(unlimited)', description: 'Default per-user limits: `LIMIT_REQUESTS_PER_MINUTE`, `LIMIT_REQUESTS_PER_DAY`, `LIMIT_TOKENS_PER_DAY`, `LIMIT_TOKENS_PER_MONTH`, `LIMIT_COST_USD_PER_DAY`, `LIMIT_COST_USD_PER_MONTH`. Admins override per user.' },
   { name: 'API_KEY_LIMIT_<NAME>', default: '(unlimited)', description: 'The same limits per API key, e.g. `API_KEY_LIMIT_REQUESTS_PER_MINUTE`.' },
   { name: 'CHAT_MAX_MESSAGE_CHARS', default: '32000', description: 'Longest chat message a user can send.' },
-  { name: 'CHAT_MESSAGES_PER_MINUTE', default: '30', description: 'Chat messages per user per minute (HTTP and WebSocket).' },
+  { name: 'CHAT_MESSAGES_PER_MINUTE', default: '30', description: 'Chat messages per user per minute, counted separately on HTTP and on the WebSocket.' },
   { name: 'CHAT_DEFAULT_PRESET', default: 'general', description: 'Preset of conversations that name neither a preset nor a model.' },
   { name: 'CHAT_WS_HEARTBEAT_MS', default: '30000', description: 'WebSocket ping interval; a socket that misses two pongs is closed, and the session is re-checked.' },
   { name: 'CHAT_WS_MAX_FRAME_KB', default: '256', description: 'Largest WebSocket frame accepted; larger ones get an error frame.' },
