@@ -51,6 +51,8 @@ export interface BuildOptions {
 export interface KeelApp {
   readonly app: FastifyInstance;
   readonly context: ModuleContext;
+  /** Services modules offer each other (the knowledge module grounds chat through `chat.useRetriever`). */
+  readonly services: { readonly chat: ChatService };
   /** Marks the instance as draining: /ready answers 503 and streams are told to finish. */
   beginShutdown(): void;
 }
@@ -90,7 +92,7 @@ async function assemble(config: Config, options: BuildOptions, logger: Logger, d
   const usage = createUsage(database, config.llm.limits);
   const gateway = new LlmGateway(config.llm, createProviders(config.llm), usage.service, logger);
   const pubsub = createPubSub(config, logger);
-  const chat = new ChatService(database.db, gateway, pubsub, logger, { maxMessageChars: config.chat.maxMessageChars, defaultPreset: config.chat.defaultPreset });
+  const chat = new ChatService(database.db, gateway, pubsub, logger, { maxMessageChars: config.chat.maxMessageChars, defaultPreset: config.chat.defaultPreset, titlePreset: config.chat.titlePreset });
   const context: ModuleContext = { config, database, redis, logger, metrics, lifecycle, version: VERSION, guards, erasure, mailer, pubsub };
 
   const app = Fastify({
@@ -132,5 +134,5 @@ async function assemble(config: Config, options: BuildOptions, logger: Logger, d
     await Promise.allSettled([database.close(), redis ? closeRedis(redis) : undefined, pubsub.close()]);
   });
   await app.ready();
-  return { app, context, beginShutdown: () => shutdown.abort() };
+  return { app, context, services: { chat }, beginShutdown: () => shutdown.abort() };
 }

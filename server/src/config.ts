@@ -40,6 +40,8 @@ export interface Config {
     readonly maxMessageChars: number;
     readonly messagesPerMinute: number;
     readonly defaultPreset: string;
+    /** Preset that writes conversation titles; undefined → the first line of the first message. */
+    readonly titlePreset: string | undefined;
     readonly wsHeartbeatMs: number;
     readonly wsMaxFrameBytes: number;
   };
@@ -124,6 +126,7 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
   { name: 'CHAT_MAX_MESSAGE_CHARS', default: '32000', description: 'Longest chat message a user can send.' },
   { name: 'CHAT_MESSAGES_PER_MINUTE', default: '30', description: 'Chat messages per user per minute, counted separately on HTTP and on the WebSocket.' },
   { name: 'CHAT_DEFAULT_PRESET', default: 'general', description: 'Preset of conversations that name neither a preset nor a model.' },
+  { name: 'CHAT_TITLE_PRESET', default: '(none: the first line of the first message)', description: 'A preset (e.g. `general`) that writes a short title for each new conversation after its first reply; metered like any call.' },
   { name: 'CHAT_WS_HEARTBEAT_MS', default: '30000', description: 'WebSocket ping interval; a socket that misses two pongs is closed, and the session is re-checked.' },
   { name: 'CHAT_WS_MAX_FRAME_KB', default: '256', description: 'Largest WebSocket frame accepted; larger ones get an error frame.' },
   { name: 'WEB_DIR', default: '(the built console, web/dist)', description: 'Directory of the web console served at `/`.' },
@@ -271,6 +274,7 @@ export function loadConfig(env: Record<string, string | undefined>, opts: { cwd?
       maxMessageChars: int('CHAT_MAX_MESSAGE_CHARS', 32_000, 1, 1_000_000),
       messagesPerMinute: int('CHAT_MESSAGES_PER_MINUTE', 30, 1),
       defaultPreset: get('CHAT_DEFAULT_PRESET') ?? 'general',
+      titlePreset: get('CHAT_TITLE_PRESET'),
       wsHeartbeatMs: int('CHAT_WS_HEARTBEAT_MS', 30_000, 100, 600_000),
       wsMaxFrameBytes: int('CHAT_WS_MAX_FRAME_KB', 256, 1, 65_536) * 1024,
     },

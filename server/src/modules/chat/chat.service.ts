@@ -52,7 +52,8 @@ export interface ChatOptions {
   maxMessageChars: number;
   /** The preset used when a conversation names neither preset nor model. */
   defaultPreset: string;
-  retriever?: Retriever;
+  /** Ask this preset for a short title after a conversation's first reply (else: its first line). */
+  titlePreset?: string;
 }
 
 /** The channel on which a user's clients hear about changes to their conversations. */
@@ -69,6 +70,7 @@ const TITLE_CHARS = 60;
  */
 export class ChatService {
   private readonly running = new Map<string, Generation>();
+  private retriever: Retriever | undefined;
 
   constructor(
     private readonly db: Kysely<DB>,
@@ -77,6 +79,11 @@ export class ChatService {
     private readonly logger: Logger,
     private readonly options: ChatOptions,
   ) {}
+
+  /** Grounds conversations with collections in the knowledge module's search (it calls this at start). */
+  useRetriever(retriever: Retriever): void {
+    this.retriever = retriever;
+  }
 
   async createConversation(principal: Principal, input: ConversationInput): Promise<ConversationView> {
     if (input.preset && input.model) throw AppError.badRequest('Give a preset or a model, not both.', [{ field: 'model', message: 'conflicts with preset' }]);
@@ -177,7 +184,8 @@ export class ChatService {
     }
     if (citations.length > 0) generation.setCitations(citations);
     this.running.set(generation.messageId, generation);
-    void this.run(generation, stream, citations);
+    const firstExchange = history.length === 0 && !conversation.title;
+    void this.run(generation, stream, citations).then(() => (firstExchange && this.options.titlePreset ? this.generateTitle(principal, conversationId, content, generation, opts.requestId) : undefined));
     return { userMessage: this.toMessageView(userRow), assistantMessage: this.toMessageView(assistantRow), generation };
   }
 
@@ -234,6 +242,30 @@ export class ChatService {
     await this.announce(generation.userId, generation.conversationId);
   }
 
+  /**
+   * Replaces the first-line title with one the title preset writes from the first exchange. Metered
+   * like any call; a failure (budget, upstream) keeps the first-line title.
+   */
+  private async generateTitle(principal: Principal, conversationId: string, content: string, generation: Generation, requestId: string): Promise<void> {
+    try {
+      const { completion } = await this.gateway.complete(principal, {
+        model: this.options.titlePreset!,
+        max_tokens: 24,
+        messages: [
+          { role: 'system', content: 'Write a title of at most six words for this conversation. Answer with the title only, without quotes.' },
+          { role: 'user', content: `${content.slice(0, 2000)}\n\n${generation.content.slice(0, 2000)}` },
+        ],
+      }, { endpoint: 'chat.title', requestId, signal: AbortSignal.timeout(30_000), messageId: generation.messageId });
+      const text = completion.choices[0]?.message.content;
+      const title = typeof text === 'string' ? text.trim().replace(/^["'“]+|["'”.]+$/g, '').slice(0, TITLE_CHARS) : '';
+      if (!title) return;
+      await repo.updateConversation(this.db, principal.userId, conversationId, { title }, new Date().toISOString());
+      await this.announce(principal.userId, conversationId);
+    } catch (err) {
+      this.logger.info({ code: err instanceof AppError ? err.code : 'internal_error', conversation_id: conversationId }, 'title not generated');
+    }
+  }
+
   /** The newest messages that fit the model's window next to the new message and a completion. */
   private async history(conversationId: string, window: number, systemPromptText: string | null, content: string) {
     let budget = window - COMPLETION_RESERVE - estimateTextTokens(content) - (systemPromptText ? estimateTextTokens(systemPromptText) : 0) - 50;
@@ -256,9 +288,9 @@ export class ChatService {
 
   private async ground(principal: Principal, conversation: ConversationRow, query: string): Promise<Citation[]> {
     const collections = JSON.parse(conversation.collection_ids) as string[];
-    if (collections.length === 0 || !this.options.retriever) return [];
-    const chunks = await this.options.retriever.retrieve(principal, query, collections, 5);
-    return chunks.map((c, i) => ({ ...c, n: i + 1 }));
+    if (collections.length === 0 || !this.retriever) return [];
+    const chunks = await this.retriever.retrieve(principal, query, collections, 5);
+    return chunks.map((c, i) => ({ n: i + 1, ...c }));
   }
 
   private async owned(principal: Principal, id: string): Promise<ConversationRow> {
