@@ -1,7 +1,8 @@
 // `npm run bench`: starts the built server and measures it, then appends what it measured to
 // bench/RESULTS.md. Suites (`--suite`): `http` (default) loads each HTTP scenario with autocannon on
 // SQLite, then on Postgres; `gateway` (bench/gateway.ts) measures the LLM gateway's overhead against
-// a fake upstream; `all` runs both. See bench/README.md.
+// a fake upstream; `chat` (bench/chat.ts) the chat WebSockets held and chat streamed over SSE and
+// WebSocket; `all` runs the three. See bench/README.md.
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -15,6 +16,7 @@ import { benchSchemaName, createSchema, dropSchema, postgresVersion, redactUrl }
 import { appendResults, formatSection, type ResultsSection, type RunRecord } from './lib/results.js';
 import { SCENARIOS } from './lib/scenarios.js';
 import { serverEnv, startServer } from './lib/server-process.js';
+import { runChatSuite } from './chat.js';
 import { runGatewaySuite } from './gateway.js';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
@@ -55,6 +57,10 @@ async function main(argv: readonly string[]): Promise<number> {
     if (options.suite === 'gateway' || options.suite === 'all') {
       if (options.suite === 'all') say('');
       code = Math.max(code, await runGatewaySuite({ options, command, cleanup, repoRoot: REPO_ROOT, serverEntry: SERVER_ENTRY, resultsFile: RESULTS_FILE, say }));
+    }
+    if (options.suite === 'chat' || options.suite === 'all') {
+      if (options.suite === 'all') say('');
+      code = Math.max(code, await runChatSuite({ options, command, cleanup, repoRoot: REPO_ROOT, serverEntry: SERVER_ENTRY, resultsFile: RESULTS_FILE, say }));
     }
     return code;
   } finally {

@@ -1,6 +1,6 @@
 // What the identity scenarios need from the server under test: an account (made with the built
 // `keel create-admin`), sign-ins and an API key over HTTP, and the argon2id parameters the built
-// server hashes passwords with.
+// server hashes passwords with; for the chat suite, many signed-in anonymous accounts.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
@@ -128,4 +128,30 @@ export async function builtArgon2Params(passwordsModule: string): Promise<Argon2
 
 export function describeArgon2(p: Argon2Params): string {
   return `${p.algorithm} v=${p.version} (0x${p.version.toString(16)}), memory ${p.memoryKiB} KiB (${Math.round((p.memoryKiB / 1024) * 10) / 10} MiB), ${p.passes} passes, parallelism ${p.parallelism}`;
+}
+
+/** An account of its own, signed in on one device: what one chat client of the chat suite is. */
+export interface AnonymousSession {
+  readonly userId: string;
+  readonly accessToken: string;
+}
+
+/**
+ * `count` accounts made with `POST /auth/anonymous` (an account without e-mail or password, so no
+ * argon2id: a user row, a device, a session, a refresh token and an audit row), at most `concurrency`
+ * requests at a time; each comes back signed in, and its access token (all of a user's scopes, `chat`
+ * included; 15 minutes by default) is what a chat client sends.
+ */
+export async function anonymousSessions(baseUrl: string, count: number, concurrency = 16): Promise<AnonymousSession[]> {
+  const sessions: AnonymousSession[] = new Array<AnonymousSession>(count);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < count) {
+      const i = next++;
+      const body = await postJson(`${baseUrl}/auth/anonymous`, { device_name: `bench client ${i + 1}`, device_type: 'cli' });
+      sessions[i] = { userId: stringField(body, 'user_id', 'POST /auth/anonymous'), accessToken: stringField(body, 'access_token', 'POST /auth/anonymous') };
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+  return sessions;
 }

@@ -5,12 +5,17 @@ export const DATABASE_KINDS: readonly DatabaseKind[] = ['sqlite', 'postgres'];
 
 export const DEFAULT_POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432/test';
 
-/** Which benchmarks one run makes: the HTTP scenarios (README "Scenarios"), the LLM gateway's overhead, or both. */
-export type SuiteName = 'http' | 'gateway' | 'all';
-export const SUITE_NAMES: readonly SuiteName[] = ['http', 'gateway', 'all'];
+/** Which benchmarks one run makes: the HTTP scenarios (README "Scenarios"), the LLM gateway's overhead, chat over SSE and WebSocket, or all three. */
+export type SuiteName = 'http' | 'gateway' | 'chat' | 'all';
+export const SUITE_NAMES: readonly SuiteName[] = ['http', 'gateway', 'chat', 'all'];
 
 /** Concurrent streams of the gateway suite (issue #4: 1, 64 and 256). */
 export const DEFAULT_STREAMS: readonly number[] = [1, 64, 256];
+
+/** Chat suite: concurrent generations over each transport (issue #5: 100). */
+export const DEFAULT_CHAT_STREAMS: readonly number[] = [100, 500];
+/** Chat suite: idle WebSocket connections held, ramped in this order (issue #5). */
+export const DEFAULT_WS_IDLE: readonly number[] = [1000, 5000];
 
 /** What one `npm run bench` does: flags win over BENCH_* environment variables, which win over defaults. */
 export interface BenchOptions {
@@ -25,6 +30,12 @@ export interface BenchOptions {
   readonly pipelining: number;
   /** Gateway suite: the concurrent-stream levels, in order. */
   readonly streams: readonly number[];
+  /** Chat suite: concurrent generation loops per transport (SSE and WebSocket), in order. */
+  readonly chatStreams: readonly number[];
+  /** Chat suite: idle WebSocket connections held, cumulative levels in ascending order. */
+  readonly wsIdle: readonly number[];
+  /** Chat suite: seconds each idle level is held before it is sampled and pinged. */
+  readonly wsHoldS: number;
   /** The Postgres database a throwaway schema is created in. */
   readonly postgresUrl: string;
   /** False with --no-write: print the table, leave RESULTS.md alone. */
@@ -35,17 +46,25 @@ export interface BenchOptions {
 export const USAGE = `usage: npm run bench [-- options]      (or: node --import tsx bench/run.ts [options] after npm run build)
 
 options (environment variable in brackets; flags win):
-  --suite <http|gateway|all> http: the HTTP scenarios on SQLite and Postgres; gateway: the LLM
-                             gateway's overhead against a fake upstream (SQLite); all: both
-                             [BENCH_SUITE] (default http)
+  --suite <http|gateway|chat|all>
+                             http: the HTTP scenarios on SQLite and Postgres; gateway: the LLM
+                             gateway's overhead against a fake upstream (SQLite); chat: idle
+                             WebSockets held and chat generations over SSE and WebSocket (SQLite);
+                             all: the three [BENCH_SUITE] (default http)
   --only <sqlite|postgres>   http suite: one database only; repeat or comma-separate for several
                              (default: both)
-  --duration <s>             measured seconds per scenario, and per target and stream level of the
-                             gateway suite [BENCH_DURATION] (default 10)
+  --duration <s>             measured seconds per scenario, per target and stream level of the
+                             gateway suite, per transport and level of the chat suite
+                             [BENCH_DURATION] (default 10)
   --warmup <s>               unrecorded warmup seconds before each measured run [BENCH_WARMUP] (default 2)
   --connections <n>          concurrent connections, also of the gateway suite's non-streamed runs
                              [BENCH_CONNECTIONS] (default 50)
   --streams <n,n,…>          gateway suite: concurrent-stream levels [BENCH_STREAMS] (default ${DEFAULT_STREAMS.join(',')})
+  --chat-streams <n,n,…>     chat suite: concurrent generations per transport [BENCH_CHAT_STREAMS]
+                             (default ${DEFAULT_CHAT_STREAMS.join(',')})
+  --ws-idle <n,n,…>          chat suite: idle WebSocket connections held, ramped level by level
+                             [BENCH_WS_IDLE] (default ${DEFAULT_WS_IDLE.join(',')})
+  --ws-hold <s>              chat suite: seconds each idle level is held [BENCH_WS_HOLD] (default 10)
   --pipelining <n>           requests in flight per connection [BENCH_PIPELINING] (default 1)
   --postgres-url <url>       where the throwaway schema is created [BENCH_POSTGRES_URL]
                              (default ${DEFAULT_POSTGRES_URL})
@@ -57,7 +76,7 @@ export class UsageError extends Error {
 }
 
 /** Environment variables that change a run, in the order they are echoed back in the recorded command. */
-export const BENCH_ENV_VARIABLES = ['BENCH_SUITE', 'BENCH_DURATION', 'BENCH_WARMUP', 'BENCH_CONNECTIONS', 'BENCH_STREAMS', 'BENCH_PIPELINING', 'BENCH_POSTGRES_URL'] as const;
+export const BENCH_ENV_VARIABLES = ['BENCH_SUITE', 'BENCH_DURATION', 'BENCH_WARMUP', 'BENCH_CONNECTIONS', 'BENCH_STREAMS', 'BENCH_CHAT_STREAMS', 'BENCH_WS_IDLE', 'BENCH_WS_HOLD', 'BENCH_PIPELINING', 'BENCH_POSTGRES_URL'] as const;
 
 export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv): BenchOptions {
   let parsed;
@@ -69,6 +88,9 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv): B
       options: {
         suite: { type: 'string' },
         streams: { type: 'string' },
+        'chat-streams': { type: 'string' },
+        'ws-idle': { type: 'string' },
+        'ws-hold': { type: 'string' },
         only: { type: 'string', multiple: true },
         duration: { type: 'string' },
         warmup: { type: 'string' },
@@ -102,6 +124,9 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv): B
     connections: number('connections', values.connections, 'BENCH_CONNECTIONS', 50, 1, 10_000),
     pipelining: number('pipelining', values.pipelining, 'BENCH_PIPELINING', 1, 1, 100),
     streams: parseStreams(values.streams ?? nonEmpty(env.BENCH_STREAMS), values.streams === undefined ? 'BENCH_STREAMS' : '--streams'),
+    chatStreams: parseLevels(values['chat-streams'] ?? nonEmpty(env.BENCH_CHAT_STREAMS), values['chat-streams'] === undefined ? 'BENCH_CHAT_STREAMS' : '--chat-streams', DEFAULT_CHAT_STREAMS, 2000, 'concurrent generations'),
+    wsIdle: [...parseLevels(values['ws-idle'] ?? nonEmpty(env.BENCH_WS_IDLE), values['ws-idle'] === undefined ? 'BENCH_WS_IDLE' : '--ws-idle', DEFAULT_WS_IDLE, 50_000, 'idle WebSocket connections')].sort((a, b) => a - b),
+    wsHoldS: number('ws-hold', values['ws-hold'], 'BENCH_WS_HOLD', 10, 1, 600),
     postgresUrl: values['postgres-url'] ?? nonEmpty(env.BENCH_POSTGRES_URL) ?? DEFAULT_POSTGRES_URL,
     write: !values['no-write'],
     help: values.help,
@@ -125,6 +150,19 @@ function parseStreams(raw: string | undefined, source: string): number[] {
     if (!levels.includes(n)) levels.push(n);
   }
   if (levels.length === 0) throw new UsageError(`${source} needs at least one number of concurrent streams`);
+  return levels;
+}
+
+/** Comma-separated whole numbers from 1 to `max`, duplicates dropped, order kept. */
+function parseLevels(raw: string | undefined, source: string, def: readonly number[], max: number, what: string): number[] {
+  if (raw === undefined) return [...def];
+  const levels: number[] = [];
+  for (const part of raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0)) {
+    const n = Number(part);
+    if (!Number.isInteger(n) || n < 1 || n > max) throw new UsageError(`${source} takes whole numbers from 1 to ${max}, comma-separated (got "${part}")`);
+    if (!levels.includes(n)) levels.push(n);
+  }
+  if (levels.length === 0) throw new UsageError(`${source} needs at least one number of ${what}`);
   return levels;
 }
 

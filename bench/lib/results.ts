@@ -61,7 +61,8 @@ Reproduce with \`npm run bench\` (SQLite and Postgres; \`npm run bench -- --only
 Postgres), options in [README.md](README.md).
 
 Sections titled "LLM gateway overhead" come from \`npm run bench -- --suite gateway\` and explain
-their own tables (method: [README.md](README.md#gateway-suite)).
+their own tables (method: [README.md](README.md#gateway-suite)); sections titled "Chat" from
+\`npm run bench -- --suite chat\` (method: [README.md](README.md#chat-suite)).
 `;
 
 /** Appends the section to `file`, creating it with the explanatory header first when it is missing. */
