@@ -9,38 +9,24 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { Cleanup } from './lib/cleanup.js';
 import {
   ChatSocket, runChatLoad, SseChatClient, WsChatClient,
   type ChatClient, type ChatLoadResult, type GenerationPlan,
 } from './lib/chat-clients.js';
 import { chatRowsDelta, openChatRowsReader, type ChatRows } from './lib/chat-rows.js';
 import { gitInfo, machineInfo, packageVersion, type GitInfo, type MachineInfo } from './lib/environment.js';
-import { startFakeUpstream, type Behaviour, type FakeUpstream } from './lib/fake-upstream.js';
+import { startFakeUpstream, type FakeUpstream } from './lib/fake-upstream.js';
 import { anonymousSessions, type AnonymousSession } from './lib/identity.js';
 import type { BenchOptions } from './lib/options.js';
 import { listenOverflows, overflowsBetween } from './lib/netstat.js';
 import { mib, openFilesLimit, residentBytes, sampleResident, serverMetrics, type ServerMetrics } from './lib/process-memory.js';
 import { appendSection } from './lib/results.js';
+import { CHUNK_DELAY_MS, MODEL, STREAM_BEHAVIOUR, TEXT_PIECES, type SuiteContext } from './lib/suite.js';
 import { inheritedEnv, serverEnv, startServer, type ServerProcess } from './lib/server-process.js';
 import { ascending, percentile } from './lib/streams.js';
 
-export interface ChatSuiteContext {
-  readonly options: BenchOptions;
-  readonly command: string;
-  readonly cleanup: Cleanup;
-  readonly repoRoot: string;
-  readonly serverEntry: string;
-  readonly resultsFile: string;
-  readonly say: (line: string) => void;
-}
+export type ChatSuiteContext = SuiteContext;
 
-const MODEL = 'bench-model';
-/** The upstream's reply: 20 one-word chunks, 10 ms apart (the gateway suite's schedule). */
-const TEXT_PIECES: readonly string[] = Array.from({ length: 20 }, (_, i) => `word${String(i + 1).padStart(2, '0')} `);
-const CHUNK_DELAY_MS = 10;
-const STREAM_USAGE = { prompt_tokens: 12, completion_tokens: TEXT_PIECES.length };
-const STREAM_BEHAVIOUR: Behaviour = { route: 'chat', chunks: [...TEXT_PIECES], chunkDelayMs: CHUNK_DELAY_MS, usage: STREAM_USAGE };
 /** Role chunk at once, then the text chunks, the finish chunk and the usage chunk, each 10 ms after the previous. */
 const NOMINAL_MS = (TEXT_PIECES.length + 2) * CHUNK_DELAY_MS;
 const GENERATION: GenerationPlan = {

@@ -9,13 +9,13 @@ import type http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { Cleanup } from './lib/cleanup.js';
 import { gitInfo, machineInfo, packageVersion, type GitInfo, type MachineInfo } from './lib/environment.js';
 import { startFakeUpstream, type Behaviour, type FakeStats, type FakeUpstream } from './lib/fake-upstream.js';
 import { createAccount, createApiKey, login } from './lib/identity.js';
 import { isClean, loadScenario, type LoadMeasurement, type LoadOutcome } from './lib/load.js';
 import type { BenchOptions } from './lib/options.js';
 import { appendSection } from './lib/results.js';
+import { CHUNK_DELAY_MS, MODEL, STREAM_BEHAVIOUR, STREAM_USAGE, TEXT_PIECES, type SuiteContext } from './lib/suite.js';
 import { inheritedEnv, serverEnv, startServer } from './lib/server-process.js';
 import {
   ascending, failureCount, oneStream, percentile, runSegment, streamAgent,
@@ -23,25 +23,8 @@ import {
 } from './lib/streams.js';
 import { openUsageReader, sumUsage, usageDelta, type UsageCounts, type UsageReader } from './lib/usage-rows.js';
 
-export interface GatewaySuiteContext {
-  readonly options: BenchOptions;
-  /** The command as typed, for RESULTS.md. */
-  readonly command: string;
-  readonly cleanup: Cleanup;
-  readonly repoRoot: string;
-  readonly serverEntry: string;
-  readonly resultsFile: string;
-  readonly say: (line: string) => void;
-}
+export type GatewaySuiteContext = SuiteContext;
 
-/** The model name Keel is configured with (LLM_MODEL) and both targets are asked for. */
-const MODEL = 'bench-model';
-/** The streamed answer: 20 text chunks of one short word each. */
-const TEXT_PIECES: readonly string[] = Array.from({ length: 20 }, (_, i) => `word${String(i + 1).padStart(2, '0')} `);
-/** Between two chunks of a stream (the fake's `chunkDelayMs`): a fast model's pace. */
-const CHUNK_DELAY_MS = 10;
-const STREAM_USAGE = { prompt_tokens: 12, completion_tokens: TEXT_PIECES.length };
-const STREAM_BEHAVIOUR: Behaviour = { route: 'chat', chunks: [...TEXT_PIECES], chunkDelayMs: CHUNK_DELAY_MS, usage: STREAM_USAGE };
 /** Non-streamed calls: a five-word reply, at once. */
 const PLAIN_REPLY = 'Hello from the fake upstream.';
 const PLAIN_BEHAVIOUR: Behaviour = { route: 'chat', reply: PLAIN_REPLY, usage: { prompt_tokens: 12, completion_tokens: 5 } };
