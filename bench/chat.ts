@@ -20,8 +20,7 @@ import { anonymousSessions, type AnonymousSession } from './lib/identity.js';
 import type { BenchOptions } from './lib/options.js';
 import { listenOverflows, overflowsBetween } from './lib/netstat.js';
 import { mib, openFilesLimit, residentBytes, sampleResident, serverMetrics, type ServerMetrics } from './lib/process-memory.js';
-import { appendSection } from './lib/results.js';
-import { CHUNK_DELAY_MS, MODEL, STREAM_BEHAVIOUR, TEXT_PIECES, type SuiteContext } from './lib/suite.js';
+import { CHUNK_DELAY_MS, MODEL, recordSection, STREAM_BEHAVIOUR, TEXT_PIECES, type SuiteContext } from './lib/suite.js';
 import { inheritedEnv, serverEnv, startServer, type ServerProcess } from './lib/server-process.js';
 import { ascending, percentile } from './lib/streams.js';
 
@@ -217,20 +216,7 @@ export async function runChatSuite(ctx: ChatSuiteContext): Promise<number> {
     loadAverage: { start: loadAtStart, end: os.loadavg()[0] ?? 0 },
     notes,
   };
-  const text = formatChatSection(section);
-  say(`\n${text}`);
-  if (options.write) {
-    await appendSection(ctx.resultsFile, text);
-    say(`bench: appended to ${path.relative(ctx.repoRoot, ctx.resultsFile)}`);
-  } else {
-    say('bench: --no-write: RESULTS.md left as it was');
-  }
-  const problems = [...idle.problems, ...phases.flatMap((p) => p.problems), ...notes.filter((n) => !n.startsWith('The open-files limit'))];
-  if (problems.length > 0) {
-    process.stderr.write(`bench: the chat suite had ${problems.length} problem(s): ${problems.join('; ')}\n`);
-    return 1;
-  }
-  return 0;
+  return recordSection(ctx, 'chat', formatChatSection(section), [...idle.problems, ...phases.flatMap((p) => p.problems), ...notes.filter((n) => !n.startsWith('The open-files limit'))]);
 }
 
 interface Keel {

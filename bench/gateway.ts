@@ -14,8 +14,7 @@ import { startFakeUpstream, type Behaviour, type FakeStats, type FakeUpstream } 
 import { createAccount, createApiKey, login } from './lib/identity.js';
 import { isClean, loadScenario, type LoadMeasurement, type LoadOutcome } from './lib/load.js';
 import type { BenchOptions } from './lib/options.js';
-import { appendSection } from './lib/results.js';
-import { CHUNK_DELAY_MS, MODEL, STREAM_BEHAVIOUR, STREAM_USAGE, TEXT_PIECES, type SuiteContext } from './lib/suite.js';
+import { CHUNK_DELAY_MS, MODEL, recordSection, STREAM_BEHAVIOUR, STREAM_USAGE, TEXT_PIECES, type SuiteContext } from './lib/suite.js';
 import { inheritedEnv, serverEnv, startServer } from './lib/server-process.js';
 import {
   ascending, failureCount, oneStream, percentile, runSegment, streamAgent,
@@ -166,20 +165,7 @@ export async function runGatewaySuite(ctx: GatewaySuiteContext): Promise<number>
     loadAverage: { start: loadAtStart, end: os.loadavg()[0] ?? 0 },
     notes,
   };
-  const text = formatGatewaySection(section);
-  say(`\n${text}`);
-  if (options.write) {
-    await appendSection(ctx.resultsFile, text);
-    say(`bench: appended to ${path.relative(ctx.repoRoot, ctx.resultsFile)}`);
-  } else {
-    say('bench: --no-write: RESULTS.md left as it was');
-  }
-  const problems = [...levels.flatMap((l) => l.problems), ...plain.problems, ...notes];
-  if (problems.length > 0) {
-    process.stderr.write(`bench: the gateway suite had ${problems.length} problem(s): ${problems.join('; ')}\n`);
-    return 1;
-  }
-  return 0;
+  return recordSection(ctx, 'gateway', formatGatewaySection(section), [...levels.flatMap((l) => l.problems), ...plain.problems, ...notes]);
 }
 
 /** One stream to each target before any load, so a misconfiguration fails at once with its reason. */
