@@ -679,6 +679,16 @@ export function createAnthropicProvider(opts: AnthropicProviderOptions): Provide
     }
   }
 
+  /** The whole body of a response, under the idle timeout; the reader is released either way. */
+  async function readBody(connection: Connection, signal: AbortSignal): Promise<string> {
+    const reader = new BodyReader(connection, idleTimeoutMs, signal, errors);
+    try {
+      return await reader.readAll();
+    } finally {
+      reader.close();
+    }
+  }
+
   return {
     name: opts.name,
     kind: 'anthropic',
@@ -686,13 +696,7 @@ export function createAnthropicProvider(opts: AnthropicProviderOptions): Provide
     async chat(request: ChatRequest, { signal }: CallOptions): Promise<ChatCompletion> {
       const body = toAnthropicRequest({ ...request, stream: false }, defaultMaxTokens);
       const connection = await open('/v1/messages', JSON.stringify(body), signal, maxRetries);
-      const reader = new BodyReader(connection, idleTimeoutMs, signal, errors);
-      let text: string;
-      try {
-        text = await reader.readAll();
-      } finally {
-        reader.close();
-      }
+      const text = await readBody(connection, signal);
       let parsed: unknown;
       try {
         parsed = JSON.parse(text);
@@ -732,13 +736,7 @@ export function createAnthropicProvider(opts: AnthropicProviderOptions): Provide
     async check({ signal }: CallOptions): Promise<{ ok: boolean; detail: string }> {
       try {
         const connection = await open('/v1/models?limit=100', undefined, signal, 0);
-        const reader = new BodyReader(connection, idleTimeoutMs, signal, errors);
-        let text: string;
-        try {
-          text = await reader.readAll();
-        } finally {
-          reader.close();
-        }
+        const text = await readBody(connection, signal);
         let count: number | undefined;
         try {
           const parsed: unknown = JSON.parse(text);
