@@ -204,4 +204,79 @@ export interface DB {
   usage_counters: UsageCountersTable;
   conversations: ConversationsTable;
   messages: MessagesTable;
+  jobs: JobsTable;
+  collections: CollectionsTable;
+  documents: DocumentsTable;
+  chunks: ChunksTable;
+}
+
+/** A durable background job (platform/jobs.ts). */
+export interface JobsTable {
+  id: string;
+  type: string;
+  owner_id: string | null;
+  /** pending | running | succeeded | failed */
+  status: string;
+  /** JSON text. */
+  payload: string;
+  /** JSON text, set when the job succeeds. */
+  result: string | null;
+  error: string | null;
+  /** 0..1 while running. */
+  progress: number | null;
+  attempts: number;
+  max_attempts: number;
+  run_at: Timestamp;
+  locked_by: string | null;
+  lease_expires_at: Timestamp | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  finished_at: Timestamp | null;
+}
+
+export interface CollectionsTable {
+  id: string;
+  user_id: string;
+  name: string;
+  description: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface DocumentsTable {
+  id: string;
+  user_id: string;
+  collection_id: string | null;
+  filename: string;
+  /** markdown | text | json | yaml | openapi | html | pdf */
+  kind: string;
+  media_type: string;
+  bytes: number;
+  sha256: string;
+  /** The collection id, or '' for none: the unique (user, scope, sha256) index recognises re-uploads. */
+  dedupe_scope: string;
+  /** The original's server-made file name under DATA_DIR/files. */
+  storage_key: string;
+  /** pending | processing | ready | failed */
+  status: string;
+  error: string | null;
+  job_id: string | null;
+  chunk_count: Generated<number>;
+  embedding_model: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface ChunksTable {
+  /** Integer key of the lexical and vector indexes. */
+  seq: Generated<number>;
+  id: string;
+  document_id: string;
+  user_id: string;
+  collection_id: string | null;
+  ordinal: number;
+  heading: string | null;
+  text: string;
+  token_count: number;
+  created_at: Timestamp;
 }
