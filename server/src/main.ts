@@ -4,6 +4,7 @@ import { runCreateAdmin } from './cli/create-admin.js';
 import { runDoctor } from './cli/doctor.js';
 import { generateSecret } from './cli/gen-secret.js';
 import { runMigrate } from './cli/migrate.js';
+import { startWorker } from './cli/worker.js';
 import { createLogger } from './platform/logger.js';
 import { serve } from './serve.js';
 
@@ -12,7 +13,8 @@ const USAGE = `keel — the self-hosted backend for AI apps
 usage: keel <command>
 
 commands:
-  serve        start the API and web console (default)
+  serve        start the API and web console (default), with JOB_WORKERS background job workers
+  worker       run background job workers only (JOB_WORKERS, at least 1), no HTTP
   migrate      apply pending database migrations (--status: list them, change nothing)
   doctor       check configuration, database and services; explain what is wrong
   create-admin --email a@b.c [--password …]
@@ -32,6 +34,15 @@ async function main(argv: string[]): Promise<number> {
       if (config.secretKeySource === 'generated') logger.warn({ file: `${config.dataDir}/secret.key` }, 'no SECRET_KEY set: generated a development secret and saved it in the data directory (set SECRET_KEY in production)');
       if (config.secretKeySource === 'file') logger.info({ file: `${config.dataDir}/secret.key` }, 'no SECRET_KEY set: using the development secret saved in the data directory');
       await serve(config, { logger, handleSignals: true });
+      return -1;
+    }
+    case 'worker': {
+      const config = configOrExit();
+      if (config.jobs.workers < 1) {
+        process.stderr.write('keel worker: JOB_WORKERS is 0; a worker needs at least 1 (0 is for an API-only `keel serve`).\n');
+        return 78;
+      }
+      await startWorker(config, { logger: createLogger(config), handleSignals: true });
       return -1;
     }
     case 'migrate':

@@ -5,6 +5,7 @@ import type { Config } from '../config.js';
 import type { Database } from '../db/database.js';
 import type { Guards } from './auth.js';
 import type { ErasureRegistry } from './erasure.js';
+import type { JobQueue } from './jobs.js';
 import type { Mailer } from './mailer.js';
 import type { Metrics } from './metrics.js';
 import type { PubSub } from './pubsub.js';
@@ -31,6 +32,8 @@ export interface ModuleContext {
   readonly mailer: Mailer;
   /** Events across instances (in-process without Redis). */
   readonly pubsub: PubSub;
+  /** Durable background jobs: modules `register` handlers while they are registered, and `enqueue` from services. */
+  readonly jobs: JobQueue;
 }
 
 /** A capability: registers its routes (and hooks) inside its own encapsulated Fastify scope. */
