@@ -2,7 +2,8 @@
 // bench/RESULTS.md. Suites (`--suite`): `http` (default) loads each HTTP scenario with autocannon on
 // SQLite, then on Postgres; `gateway` (bench/gateway.ts) measures the LLM gateway's overhead against
 // a fake upstream; `chat` (bench/chat.ts) the chat WebSockets held and chat streamed over SSE and
-// WebSocket; `all` runs the three. See bench/README.md.
+// WebSocket; `all` runs the three; `knowledge` (bench/suites/knowledge.ts) the knowledge base's search
+// index, in process. See bench/README.md.
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -18,6 +19,7 @@ import { SCENARIOS } from './lib/scenarios.js';
 import { serverEnv, startServer } from './lib/server-process.js';
 import { runChatSuite } from './chat.js';
 import { runGatewaySuite } from './gateway.js';
+import { runKnowledgeSuite } from './suites/knowledge.js';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 const SERVER_ENTRY = path.join(REPO_ROOT, 'server/dist/main.js');
@@ -61,6 +63,9 @@ async function main(argv: readonly string[]): Promise<number> {
     if (options.suite === 'chat' || options.suite === 'all') {
       if (options.suite === 'all') say('');
       code = Math.max(code, await runChatSuite({ options, command, cleanup, repoRoot: REPO_ROOT, serverEntry: SERVER_ENTRY, resultsFile: RESULTS_FILE, say }));
+    }
+    if (options.suite === 'knowledge') {
+      code = Math.max(code, await runKnowledgeSuite({ options, command, cleanup, repoRoot: REPO_ROOT, serverEntry: SERVER_ENTRY, resultsFile: RESULTS_FILE, say }));
     }
     return code;
   } finally {

@@ -5,9 +5,12 @@ export const DATABASE_KINDS: readonly DatabaseKind[] = ['sqlite', 'postgres'];
 
 export const DEFAULT_POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432/test';
 
-/** Which benchmarks one run makes: the HTTP scenarios (README "Scenarios"), the LLM gateway's overhead, chat over SSE and WebSocket, or all three. */
-export type SuiteName = 'http' | 'gateway' | 'chat' | 'all';
-export const SUITE_NAMES: readonly SuiteName[] = ['http', 'gateway', 'chat', 'all'];
+/**
+ * Which benchmarks one run makes: the HTTP scenarios (README "Scenarios"), the LLM gateway's overhead,
+ * chat over SSE and WebSocket, all three, or the knowledge base's search index (only when asked for).
+ */
+export type SuiteName = 'http' | 'gateway' | 'chat' | 'all' | 'knowledge';
+export const SUITE_NAMES: readonly SuiteName[] = ['http', 'gateway', 'chat', 'all', 'knowledge'];
 
 /** Concurrent streams of the gateway suite (issue #4: 1, 64 and 256). */
 export const DEFAULT_STREAMS: readonly number[] = [1, 64, 256];
@@ -16,6 +19,9 @@ export const DEFAULT_STREAMS: readonly number[] = [1, 64, 256];
 export const DEFAULT_CHAT_STREAMS: readonly number[] = [100, 500];
 /** Chat suite: idle WebSocket connections held, ramped in this order (issue #5). */
 export const DEFAULT_WS_IDLE: readonly number[] = [1000, 5000];
+
+/** Knowledge suite: chunks of the searched user, cumulative levels (issue #6: 10k and 100k). */
+export const DEFAULT_CHUNKS: readonly number[] = [10_000, 100_000];
 
 /** What one `npm run bench` does: flags win over BENCH_* environment variables, which win over defaults. */
 export interface BenchOptions {
@@ -36,6 +42,10 @@ export interface BenchOptions {
   readonly wsIdle: readonly number[];
   /** Chat suite: seconds each idle level is held before it is sampled and pinged. */
   readonly wsHoldS: number;
+  /** Knowledge suite: the searched user's chunk counts, cumulative levels in ascending order. */
+  readonly chunks: readonly number[];
+  /** Knowledge suite: measured searches per mode, database and level. */
+  readonly queries: number;
   /** The Postgres database a throwaway schema is created in. */
   readonly postgresUrl: string;
   /** False with --no-write: print the table, leave RESULTS.md alone. */
@@ -46,13 +56,14 @@ export interface BenchOptions {
 export const USAGE = `usage: npm run bench [-- options]      (or: node --import tsx bench/run.ts [options] after npm run build)
 
 options (environment variable in brackets; flags win):
-  --suite <http|gateway|chat|all>
+  --suite <http|gateway|chat|all|knowledge>
                              http: the HTTP scenarios on SQLite and Postgres; gateway: the LLM
                              gateway's overhead against a fake upstream (SQLite); chat: idle
                              WebSockets held and chat generations over SSE and WebSocket (SQLite);
-                             all: the three [BENCH_SUITE] (default http)
-  --only <sqlite|postgres>   http suite: one database only; repeat or comma-separate for several
-                             (default: both)
+                             all: the three; knowledge: the knowledge base's search index, in
+                             process, on SQLite and Postgres [BENCH_SUITE] (default http)
+  --only <sqlite|postgres>   http and knowledge suites: one database only; repeat or comma-separate
+                             for several (default: both)
   --duration <s>             measured seconds per scenario, per target and stream level of the
                              gateway suite, per transport and level of the chat suite
                              [BENCH_DURATION] (default 10)
@@ -65,6 +76,10 @@ options (environment variable in brackets; flags win):
   --ws-idle <n,n,…>          chat suite: idle WebSocket connections held, ramped level by level
                              [BENCH_WS_IDLE] (default ${DEFAULT_WS_IDLE.join(',')})
   --ws-hold <s>              chat suite: seconds each idle level is held [BENCH_WS_HOLD] (default 10)
+  --chunks <n,n,…>           knowledge suite: the searched user's chunks, cumulative levels
+                             [BENCH_CHUNKS] (default ${DEFAULT_CHUNKS.join(',')})
+  --queries <n>              knowledge suite: measured searches per mode and level [BENCH_QUERIES]
+                             (default 300)
   --pipelining <n>           requests in flight per connection [BENCH_PIPELINING] (default 1)
   --postgres-url <url>       where the throwaway schema is created [BENCH_POSTGRES_URL]
                              (default ${DEFAULT_POSTGRES_URL})
@@ -76,7 +91,7 @@ export class UsageError extends Error {
 }
 
 /** Environment variables that change a run, in the order they are echoed back in the recorded command. */
-export const BENCH_ENV_VARIABLES = ['BENCH_SUITE', 'BENCH_DURATION', 'BENCH_WARMUP', 'BENCH_CONNECTIONS', 'BENCH_STREAMS', 'BENCH_CHAT_STREAMS', 'BENCH_WS_IDLE', 'BENCH_WS_HOLD', 'BENCH_PIPELINING', 'BENCH_POSTGRES_URL'] as const;
+export const BENCH_ENV_VARIABLES = ['BENCH_SUITE', 'BENCH_DURATION', 'BENCH_WARMUP', 'BENCH_CONNECTIONS', 'BENCH_STREAMS', 'BENCH_CHAT_STREAMS', 'BENCH_WS_IDLE', 'BENCH_WS_HOLD', 'BENCH_CHUNKS', 'BENCH_QUERIES', 'BENCH_PIPELINING', 'BENCH_POSTGRES_URL'] as const;
 
 export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv): BenchOptions {
   let parsed;
@@ -91,6 +106,8 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv): B
         'chat-streams': { type: 'string' },
         'ws-idle': { type: 'string' },
         'ws-hold': { type: 'string' },
+        chunks: { type: 'string' },
+        queries: { type: 'string' },
         only: { type: 'string', multiple: true },
         duration: { type: 'string' },
         warmup: { type: 'string' },
@@ -127,6 +144,8 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv): B
     chatStreams: parseLevels(values['chat-streams'] ?? nonEmpty(env.BENCH_CHAT_STREAMS), values['chat-streams'] === undefined ? 'BENCH_CHAT_STREAMS' : '--chat-streams', DEFAULT_CHAT_STREAMS, 2000, 'concurrent generations'),
     wsIdle: [...parseLevels(values['ws-idle'] ?? nonEmpty(env.BENCH_WS_IDLE), values['ws-idle'] === undefined ? 'BENCH_WS_IDLE' : '--ws-idle', DEFAULT_WS_IDLE, 50_000, 'idle WebSocket connections')].sort((a, b) => a - b),
     wsHoldS: number('ws-hold', values['ws-hold'], 'BENCH_WS_HOLD', 10, 1, 600),
+    chunks: [...parseLevels(values.chunks ?? nonEmpty(env.BENCH_CHUNKS), values.chunks === undefined ? 'BENCH_CHUNKS' : '--chunks', DEFAULT_CHUNKS, 1_000_000, 'chunks')].sort((a, b) => a - b),
+    queries: number('queries', values.queries, 'BENCH_QUERIES', 300, 10, 100_000),
     postgresUrl: values['postgres-url'] ?? nonEmpty(env.BENCH_POSTGRES_URL) ?? DEFAULT_POSTGRES_URL,
     write: !values['no-write'],
     help: values.help,

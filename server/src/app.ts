@@ -10,6 +10,8 @@ import { authModule } from './modules/auth/index.js';
 import { chatModule } from './modules/chat/index.js';
 import { ChatService } from './modules/chat/chat.service.js';
 import { AuthService } from './modules/auth/auth.service.js';
+import { jobsModule } from './modules/jobs/index.js';
+import { createKnowledge, type Knowledge } from './modules/knowledge/index.js';
 import { llmModule } from './modules/llm/index.js';
 import { LlmGateway } from './modules/llm/llm.service.js';
 import { createProviders } from './modules/llm/providers/index.js';
@@ -17,6 +19,7 @@ import { opsRoutes } from './modules/ops/ops.routes.js';
 import { createUsage } from './modules/usage/index.js';
 import { createGuards, type Guards } from './platform/auth.js';
 import { ErasureRegistry } from './platform/erasure.js';
+import { JobQueue } from './platform/jobs.js';
 import { createMailer } from './platform/mailer.js';
 import { installErrorHandling } from './platform/error-handler.js';
 import { createLogger } from './platform/logger.js';
@@ -35,8 +38,8 @@ import { installWebConsole } from './web.js';
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** The capabilities Keel serves, in registration order. Each later issue appends its module here. */
-function modules(services: { auth: AuthService; guards: Guards; usage: KeelModule; gateway: LlmGateway; chat: ChatService }): KeelModule[] {
-  return [opsRoutes, authModule(services.auth, services.guards), services.usage, llmModule(services.gateway), chatModule(services.chat, services.auth.authenticateCredential)];
+function modules(services: { auth: AuthService; guards: Guards; usage: KeelModule; gateway: LlmGateway; chat: ChatService; knowledge: Knowledge }): KeelModule[] {
+  return [opsRoutes, authModule(services.auth, services.guards), services.usage, llmModule(services.gateway), chatModule(services.chat, services.auth.authenticateCredential), jobsModule, services.knowledge.module];
 }
 
 export interface BuildOptions {
@@ -52,7 +55,7 @@ export interface KeelApp {
   readonly app: FastifyInstance;
   readonly context: ModuleContext;
   /** Services modules offer each other (the knowledge module grounds chat through `chat.useRetriever`). */
-  readonly services: { readonly chat: ChatService };
+  readonly services: { readonly chat: ChatService; readonly knowledge: Knowledge };
   /** Marks the instance as draining: /ready answers 503 and streams are told to finish. */
   beginShutdown(): void;
 }
@@ -93,7 +96,10 @@ async function assemble(config: Config, options: BuildOptions, logger: Logger, d
   const gateway = new LlmGateway(config.llm, createProviders(config.llm), usage.service, logger);
   const pubsub = createPubSub(config, logger);
   const chat = new ChatService(database.db, gateway, pubsub, logger, { maxMessageChars: config.chat.maxMessageChars, defaultPreset: config.chat.defaultPreset, titlePreset: config.chat.titlePreset });
-  const context: ModuleContext = { config, database, redis, logger, metrics, lifecycle, version: VERSION, guards, erasure, mailer, pubsub };
+  const jobs = new JobQueue(database, logger, config.jobs, metrics);
+  const context: ModuleContext = { config, database, redis, logger, metrics, lifecycle, version: VERSION, guards, erasure, mailer, pubsub, jobs };
+  const knowledge = await createKnowledge({ config, database, jobs, gateway, logger });
+  chat.useRetriever(knowledge);
 
   const app = Fastify({
     loggerInstance: logger,
@@ -124,15 +130,25 @@ async function assemble(config: Config, options: BuildOptions, logger: Logger, d
   const web = await installWebConsole(app, config.webDir);
   installErrorHandling(app, config, web.serveIndex);
 
-  for (const mod of [...modules({ auth, guards, usage: usage.module, gateway, chat }), ...(options.extraModules ?? [])]) {
+  for (const mod of [...modules({ auth, guards, usage: usage.module, gateway, chat, knowledge }), ...(options.extraModules ?? [])]) {
     await app.register(async (scope) => mod(scope, context));
   }
 
   app.addHook('onClose', async () => {
-    // Generations still running are stopped and stored before the database closes.
-    await chat.shutdown();
+    // Jobs and generations still running are stopped and stored before the database closes.
+    await Promise.all([jobs.stop(config.shutdownTimeoutMs), chat.shutdown()]);
     await Promise.allSettled([database.close(), redis ? closeRedis(redis) : undefined, pubsub.close()]);
   });
   await app.ready();
-  return { app, context, services: { chat }, beginShutdown: () => shutdown.abort() };
+  // Every module has registered its job handlers by now.
+  jobs.start();
+  await knowledge.afterStart();
+  return {
+    app, context, services: { chat, knowledge },
+    beginShutdown: () => {
+      shutdown.abort();
+      // Draining: stop claiming and hand running jobs back now; onClose waits for the same stop.
+      void jobs.stop(config.shutdownTimeoutMs);
+    },
+  };
 }

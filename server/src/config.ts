@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseEnv } from 'node:util';
+import { EMBEDDINGS_VARIABLES, EmbeddingsConfigError, readEmbeddingsConfig, type EmbeddingsConfig } from './modules/knowledge/embeddings/index.js';
+import { readWebSearchConfig, WEB_SEARCH_VARIABLES, WebSearchConfigError, type WebSearchConfig } from './modules/knowledge/web-search/index.js';
 import { loadLlmConfig, LlmConfigError, type LlmConfig } from './modules/llm/llm.config.js';
 
 /** The one typed, validated, frozen configuration object every part of Keel reads. */
@@ -44,6 +46,24 @@ export interface Config {
     readonly titlePreset: string | undefined;
     readonly wsHeartbeatMs: number;
     readonly wsMaxFrameBytes: number;
+  };
+  /** The knowledge base (docs/knowledge.md). */
+  readonly knowledge: {
+    readonly embeddings: EmbeddingsConfig;
+    readonly webSearch: WebSearchConfig;
+    /** Per-user total of stored originals; 0 = unlimited. */
+    readonly storageQuotaMb: number;
+    readonly chunking: { readonly maxTokens: number; readonly overlapTokens: number };
+    /** Vector-only hits below this cosine similarity are not shown to a model as sources. */
+    readonly minVectorScore: number;
+    readonly answerPreset: string;
+  };
+  /** Background jobs (platform/jobs.ts). */
+  readonly jobs: {
+    /** Claim loops in `keel serve` and `keel worker`; 0 = this process only enqueues (API only). */
+    readonly workers: number;
+    readonly leaseMs: number;
+    readonly pollMs: number;
   };
 }
 
@@ -129,6 +149,16 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
   { name: 'CHAT_TITLE_PRESET', default: '(none: the first line of the first message)', description: 'A preset (e.g. `general`) that writes a short title for each new conversation after its first reply; metered like any call.' },
   { name: 'CHAT_WS_HEARTBEAT_MS', default: '30000', description: 'WebSocket ping interval; a socket that misses two pongs is closed, and the session is re-checked.' },
   { name: 'CHAT_WS_MAX_FRAME_KB', default: '256', description: 'Largest WebSocket frame accepted; larger ones get an error frame.' },
+  { name: 'STORAGE_QUOTA_MB', default: '500', description: 'Per-user total size of uploaded documents; an upload past it gets 413. `0` = unlimited.' },
+  { name: 'CHUNK_MAX_TOKENS', default: '400', description: 'Largest chunk a document is cut into, in tokens.' },
+  { name: 'CHUNK_OVERLAP_TOKENS', default: '50', description: 'Tokens a chunk repeats from the end of the previous one (same section only).' },
+  { name: 'SEARCH_MIN_VECTOR_SCORE', default: '0.3', description: 'Cosine similarity a vector-only hit needs to count as relevant for `/search/llm` and grounded chat (lexical matches always count).' },
+  { name: 'KNOWLEDGE_ANSWER_PRESET', default: 'general', description: 'The preset `/search/llm` answers with.' },
+  ...EMBEDDINGS_VARIABLES,
+  ...WEB_SEARCH_VARIABLES,
+  { name: 'JOB_WORKERS', default: '2', description: 'Background job workers in this process (`keel serve` and `keel worker`); `0` makes `keel serve` API-only, leaving jobs to `keel worker` processes.' },
+  { name: 'JOB_LEASE_SECONDS', default: '30', description: 'How long a claimed job is held without a lease renewal before another worker takes it over (its process is presumed dead); renewed every third of it.' },
+  { name: 'JOB_POLL_MS', default: '1000', description: 'How often an idle worker looks for due jobs; a job enqueued in the same process wakes it at once.' },
   { name: 'WEB_DIR', default: '(the built console, web/dist)', description: 'Directory of the web console served at `/`.' },
 ];
 
@@ -227,6 +257,27 @@ export function loadConfig(env: Record<string, string | undefined>, opts: { cwd?
     problems.push(...err.problems);
   }
 
+  let embeddings: EmbeddingsConfig | undefined;
+  let webSearch: WebSearchConfig | undefined;
+  try {
+    embeddings = readEmbeddingsConfig(env, { baseUrl: get('LLM_BASE_URL'), apiKey: get('LLM_API_KEY') }, { cwd });
+  } catch (err) {
+    if (!(err instanceof EmbeddingsConfigError)) throw err;
+    problems.push(...err.problems);
+  }
+  try {
+    webSearch = readWebSearchConfig(env);
+  } catch (err) {
+    if (!(err instanceof WebSearchConfigError)) throw err;
+    problems.push(...err.problems);
+  }
+  const chunkMaxTokens = int('CHUNK_MAX_TOKENS', 400, 32, 8192);
+  const chunkOverlapTokens = int('CHUNK_OVERLAP_TOKENS', 50, 0, 4096);
+  if (chunkOverlapTokens >= chunkMaxTokens) problems.push(`CHUNK_OVERLAP_TOKENS (${chunkOverlapTokens}) must be smaller than CHUNK_MAX_TOKENS (${chunkMaxTokens}).`);
+  const minVectorScoreRaw = get('SEARCH_MIN_VECTOR_SCORE') ?? '0.3';
+  const minVectorScore = Number(minVectorScoreRaw);
+  if (!Number.isFinite(minVectorScore) || minVectorScore < -1 || minVectorScore > 1) problems.push(`SEARCH_MIN_VECTOR_SCORE must be a number between -1 and 1 (got "${minVectorScoreRaw}").`);
+
   const config: Config = {
     env: envName,
     host: get('HOST') ?? '127.0.0.1',
@@ -277,6 +328,19 @@ export function loadConfig(env: Record<string, string | undefined>, opts: { cwd?
       titlePreset: get('CHAT_TITLE_PRESET'),
       wsHeartbeatMs: int('CHAT_WS_HEARTBEAT_MS', 30_000, 100, 600_000),
       wsMaxFrameBytes: int('CHAT_WS_MAX_FRAME_KB', 256, 1, 65_536) * 1024,
+    },
+    knowledge: {
+      embeddings: embeddings as EmbeddingsConfig,
+      webSearch: webSearch as WebSearchConfig,
+      storageQuotaMb: int('STORAGE_QUOTA_MB', 500, 0, 10_000_000),
+      chunking: { maxTokens: chunkMaxTokens, overlapTokens: chunkOverlapTokens },
+      minVectorScore,
+      answerPreset: get('KNOWLEDGE_ANSWER_PRESET') ?? 'general',
+    },
+    jobs: {
+      workers: int('JOB_WORKERS', 2, 0, 256),
+      leaseMs: int('JOB_LEASE_SECONDS', 30, 1, 86_400) * 1000,
+      pollMs: int('JOB_POLL_MS', 1000, 10, 600_000),
     },
   };
   if (problems.length > 0) throw new ConfigError(problems);

@@ -6,6 +6,7 @@ import { migrationStatus } from '../db/migrate.js';
 import { createLogger } from '../platform/logger.js';
 import { closeRedis, createRedis, waitForRedis } from '../platform/redis.js';
 import { DEFAULT_WEB_DIR } from '../web.js';
+import { createEmbedder } from '../modules/knowledge/embeddings/index.js';
 import { createProviders } from '../modules/llm/providers/index.js';
 
 interface Finding {
@@ -65,6 +66,7 @@ export async function runDoctor(env: Record<string, string | undefined>, out: (l
   }
 
   findings.push(...(await checkProviders(config)));
+  findings.push(await checkEmbeddings(config));
 
   const webDir = config.webDir ?? DEFAULT_WEB_DIR;
   findings.push(existsSync(path.join(webDir, 'index.html'))
@@ -83,6 +85,14 @@ async function checkProviders(config: Config): Promise<Finding[]> {
     const { ok, detail } = await p.check({ signal: AbortSignal.timeout(5000) });
     return ok ? { ok: true, text: `LLM provider ${p.name}: ${detail}` } : { ok: false, text: `LLM provider ${p.name} does not answer: ${detail}` };
   }));
+}
+
+/** Asks the knowledge base's embeddings provider for one tiny embedding (its key, model and reachability). */
+async function checkEmbeddings(config: Config): Promise<Finding> {
+  const embedder = createEmbedder(config.knowledge.embeddings, createLogger({ logLevel: 'silent' }));
+  if (!embedder) return { ok: true, warn: true, text: 'no embeddings configured (EMBEDDINGS_MODEL): knowledge search is lexical only (docs/knowledge.md)' };
+  const { ok, detail } = await embedder.check();
+  return ok ? { ok: true, text: `embeddings ${embedder.model}: ${detail}` } : { ok: false, text: `embeddings ${embedder.model} do not answer: ${detail}` };
 }
 
 function checkDataDir(dir: string): Finding {

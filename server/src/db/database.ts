@@ -4,6 +4,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import * as sqliteVec from 'sqlite-vec';
 import type { DatabaseConfig } from '../config.js';
 import { DIALECTS, type DialectCapabilities } from './dialect.js';
 import type { DB } from './schema.js';
@@ -31,6 +32,14 @@ function openSqlite(config: DatabaseConfig): Database {
   sqlite.pragma(`busy_timeout = ${Math.trunc(config.connectTimeoutMs)}`);
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('synchronous = NORMAL');
+  // sqlite-vec's SQL functions (vector distances) back the knowledge base's vector search
+  // (modules/knowledge/search); a platform without its prebuilt binary cannot run Keel on SQLite.
+  try {
+    sqliteVec.load(sqlite);
+  } catch (err) {
+    sqlite.close();
+    throw new Error(`could not load the sqlite-vec extension (${(err as Error).message})`, { cause: err });
+  }
   const db = new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
   return {
     db,

@@ -207,7 +207,14 @@ export interface DB {
   jobs: JobsTable;
   collections: CollectionsTable;
   documents: DocumentsTable;
+  document_files: DocumentFilesTable;
   chunks: ChunksTable;
+}
+
+/** The original upload of a document, deleted with it. */
+export interface DocumentFilesTable {
+  document_id: string;
+  content: Uint8Array;
 }
 
 /** A durable background job (platform/jobs.ts). */
@@ -255,8 +262,6 @@ export interface DocumentsTable {
   sha256: string;
   /** The collection id, or '' for none: the unique (user, scope, sha256) index recognises re-uploads. */
   dedupe_scope: string;
-  /** The original's server-made file name under DATA_DIR/files. */
-  storage_key: string;
   /** pending | processing | ready | failed */
   status: string;
   error: string | null;

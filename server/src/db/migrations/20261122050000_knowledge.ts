@@ -2,8 +2,8 @@ import { sql, type Kysely } from 'kysely';
 import { dialectOf } from '../migration-helpers.js';
 
 /**
- * The knowledge base: collections, documents (the original file lives under DATA_DIR/files with a
- * server-made name) and their chunks, with the lexical index beside them in the same database —
+ * The knowledge base: collections, documents (the original upload is kept in `document_files`, so it
+ * is deleted, backed up and shared across instances with its row) and their chunks, with the lexical index beside them in the same database —
  * FTS5 (external content, kept by triggers) on SQLite, a generated `tsvector` with GIN on Postgres.
  * Vectors are added at run time (their dimension comes from the embedding model): see
  * modules/knowledge/search/.
@@ -35,7 +35,6 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('sha256', 'text', (c) => c.notNull())
     // '' for "no collection", so the same content twice in one place is caught by a unique index on both dialects.
     .addColumn('dedupe_scope', 'text', (c) => c.notNull())
-    .addColumn('storage_key', 'text', (c) => c.notNull())
     // pending | processing | ready | failed
     .addColumn('status', 'text', (c) => c.notNull())
     .addColumn('error', 'text')
@@ -48,6 +47,12 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema.createIndex('documents_user_idx').on('documents').columns(['user_id', 'id']).execute();
   await db.schema.createIndex('documents_collection_idx').on('documents').columns(['collection_id']).execute();
   await db.schema.createIndex('documents_dedupe_idx').unique().on('documents').columns(['user_id', 'dedupe_scope', 'sha256']).execute();
+
+  await db.schema
+    .createTable('document_files')
+    .addColumn('document_id', 'text', (c) => c.primaryKey().references('documents.id').onDelete('cascade'))
+    .addColumn('content', dialect.name === 'postgres' ? 'bytea' : 'blob', (c) => c.notNull())
+    .execute();
 
   await db.schema
     .createTable('chunks')
@@ -89,6 +94,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 export async function down(db: Kysely<unknown>): Promise<void> {
   if (dialectOf(db).name === 'sqlite') await sql`drop table if exists chunks_fts`.execute(db);
   await db.schema.dropTable('chunks').execute();
+  await db.schema.dropTable('document_files').execute();
   await db.schema.dropTable('documents').execute();
   await db.schema.dropTable('collections').execute();
 }
