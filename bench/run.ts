@@ -19,6 +19,7 @@ import { SCENARIOS } from './lib/scenarios.js';
 import { serverEnv, startServer } from './lib/server-process.js';
 import { runChatSuite } from './chat.js';
 import { runGatewaySuite } from './gateway.js';
+import { runIngestionSuite } from './suites/ingestion.js';
 import { runKnowledgeSuite } from './suites/knowledge.js';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
@@ -66,6 +67,9 @@ async function main(argv: readonly string[]): Promise<number> {
     }
     if (options.suite === 'knowledge') {
       code = Math.max(code, await runKnowledgeSuite({ options, command, cleanup, repoRoot: REPO_ROOT, serverEntry: SERVER_ENTRY, resultsFile: RESULTS_FILE, say }));
+    }
+    if (options.suite === 'ingestion') {
+      code = Math.max(code, await runIngestionSuite({ options, command, cleanup, repoRoot: REPO_ROOT, serverEntry: SERVER_ENTRY, resultsFile: RESULTS_FILE, say }));
     }
     return code;
   } finally {

@@ -9,8 +9,8 @@ export const DEFAULT_POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432/test';
  * Which benchmarks one run makes: the HTTP scenarios (README "Scenarios"), the LLM gateway's overhead,
  * chat over SSE and WebSocket, all three, or the knowledge base's search index (only when asked for).
  */
-export type SuiteName = 'http' | 'gateway' | 'chat' | 'all' | 'knowledge';
-export const SUITE_NAMES: readonly SuiteName[] = ['http', 'gateway', 'chat', 'all', 'knowledge'];
+export type SuiteName = 'http' | 'gateway' | 'chat' | 'all' | 'knowledge' | 'ingestion';
+export const SUITE_NAMES: readonly SuiteName[] = ['http', 'gateway', 'chat', 'all', 'knowledge', 'ingestion'];
 
 /** Concurrent streams of the gateway suite (issue #4: 1, 64 and 256). */
 export const DEFAULT_STREAMS: readonly number[] = [1, 64, 256];
@@ -56,13 +56,14 @@ export interface BenchOptions {
 export const USAGE = `usage: npm run bench [-- options]      (or: node --import tsx bench/run.ts [options] after npm run build)
 
 options (environment variable in brackets; flags win):
-  --suite <http|gateway|chat|all|knowledge>
+  --suite <http|gateway|chat|all|knowledge|ingestion>
                              http: the HTTP scenarios on SQLite and Postgres; gateway: the LLM
                              gateway's overhead against a fake upstream (SQLite); chat: idle
                              WebSockets held and chat generations over SSE and WebSocket (SQLite);
                              all: the three; knowledge: the knowledge base's search index, in
-                             process, on SQLite and Postgres [BENCH_SUITE] (default http)
-  --only <sqlite|postgres>   http and knowledge suites: one database only; repeat or comma-separate
+                             process, on SQLite and Postgres; ingestion: documents uploaded
+                             over HTTP until all are ready (chunks/s) [BENCH_SUITE] (default http)
+  --only <sqlite|postgres>   http, knowledge and ingestion suites: one database only; repeat or comma-separate
                              for several (default: both)
   --duration <s>             measured seconds per scenario, per target and stream level of the
                              gateway suite, per transport and level of the chat suite
