@@ -1,4 +1,4 @@
-import { countTokens } from 'gpt-tokenizer';
+import { countTextTokens as countTokens } from '../../platform/tokens.js';
 import type { ChatMessage } from './providers/provider.js';
 
 /**

@@ -1,4 +1,5 @@
-import { countTokens, decode, encode } from 'gpt-tokenizer';
+import { decode, encode } from 'gpt-tokenizer';
+import { countTextTokens, cutLongRuns, isLowSurrogate, MAX_TOKEN_RUN } from '../../../platform/tokens.js';
 import type { Section } from './types.js';
 
 /** A piece of a document to embed and retrieve: `ordinal` is its position in the document, from 0. */
@@ -31,9 +32,8 @@ const LEVELS: readonly RegExp[] = [
   /\s+/g, // words
 ];
 
-// Byte-pair encoding is quadratic in the length of a run of letters (or of spaces): a 1 MB base64 blob
-// would take minutes. Runs longer than this many characters are counted, and cut, in pieces this long.
-const MAX_RUN = 1000;
+// Runs of letters longer than this are cut in pieces this long (byte-pair encoding is quadratic in them).
+const MAX_RUN = MAX_TOKEN_RUN;
 
 interface Unit {
   text: string;
@@ -133,38 +133,8 @@ function splitAfter(text: string, delimiter: RegExp): string[] {
   return pieces.filter((p) => p !== '');
 }
 
-/**
- * The token count of a text, exact unless it has a run of letters or spaces longer than MAX_RUN
- * characters: such runs are counted in MAX_RUN-character pieces, which can only overstate the count
- * by about a token a piece (so chunks stay within budget) and keeps counting linear.
- */
-function count(text: string): number {
-  if (!text) return 0;
-  let total = 0;
-  for (const piece of cutLongRuns(text)) total += countTokens(piece, AS_TEXT);
-  return total;
-}
-
-/** The text cut every MAX_RUN characters inside runs of non-space (or space) characters longer than that. */
-function cutLongRuns(text: string): string[] {
-  if (text.length <= MAX_RUN) return [text];
-  const pieces: string[] = [];
-  let last = 0;
-  let runStart = 0;
-  let space: boolean | null = null;
-  for (let i = 0; i < text.length; i++) {
-    const isSpace = isWhitespace(text.charCodeAt(i));
-    if (isSpace !== space) {
-      space = isSpace;
-      runStart = i;
-    } else if ((i - runStart) % MAX_RUN === 0 && !isLowSurrogate(text.charCodeAt(i))) {
-      pieces.push(text.slice(last, i));
-      last = i;
-    }
-  }
-  pieces.push(text.slice(last));
-  return pieces;
-}
+/** Token counts are linear even for hostile input (platform/tokens.ts). */
+const count = countTextTokens;
 
 /** The text in pieces of at most MAX_RUN characters, never cutting a surrogate pair. */
 function splitRuns(text: string): string[] {
@@ -179,13 +149,7 @@ function splitRuns(text: string): string[] {
   return pieces;
 }
 
-function isLowSurrogate(code: number): boolean {
-  return code >= 0xdc00 && code <= 0xdfff;
-}
 
-function isWhitespace(code: number): boolean {
-  return code === 32 || (code >= 9 && code <= 13) || code === 0xa0 || code === 0x3000 || (code >= 0x2000 && code <= 0x200a);
-}
 
 /** Hard cuts between tokens, never inside a character. */
 function splitTokens(text: string, budget: number): Unit[] {
