@@ -1,3 +1,4 @@
+import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from './config.js';
 import { buildApp, type BuildOptions, type KeelApp } from './app.js';
 
@@ -44,19 +45,25 @@ export async function serve(config: Config, options: BuildOptions & { handleSign
     return stopping;
   };
 
-  if (options.handleSignals) {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      if (stopping) {
-        app.log.warn({ signal }, 'second signal: exiting now');
-        process.exit(1);
-      }
-      stop(signal).then(() => process.exit(0), (err: unknown) => {
-        app.log.error({ err }, 'shutdown failed');
-        process.exit(1);
-      });
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  }
+  if (options.handleSignals) exitOnSignals(app.log, stop, () => stopping !== undefined);
   return { keel, url, stop };
+}
+
+/**
+ * SIGTERM and SIGINT run `stop` once and exit 0 (1 if it failed); a second signal while stopping
+ * exits at once. Shared by `keel serve` and `keel worker`.
+ */
+export function exitOnSignals(log: FastifyBaseLogger, stop: (reason: string) => Promise<void>, isStopping: () => boolean): void {
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (isStopping()) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stop(signal).then(() => process.exit(0), (err: unknown) => {
+      log.error({ err }, 'shutdown failed');
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
 }

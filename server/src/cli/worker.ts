@@ -1,5 +1,6 @@
 import { buildApp, type BuildOptions, type KeelApp } from '../app.js';
 import type { Config } from '../config.js';
+import { exitOnSignals } from '../serve.js';
 
 export interface RunningWorker {
   readonly keel: KeelApp;
@@ -29,19 +30,6 @@ export async function startWorker(config: Config, options: BuildOptions & { hand
     return stopping;
   };
 
-  if (options.handleSignals) {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      if (stopping) {
-        app.log.warn({ signal }, 'second signal: exiting now');
-        process.exit(1);
-      }
-      stop(signal).then(() => process.exit(0), (err: unknown) => {
-        app.log.error({ err }, 'shutdown failed');
-        process.exit(1);
-      });
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  }
+  if (options.handleSignals) exitOnSignals(app.log, stop, () => stopping !== undefined);
   return { keel, stop };
 }

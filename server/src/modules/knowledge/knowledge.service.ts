@@ -63,16 +63,8 @@ export interface UploadResult {
   duplicate: boolean;
 }
 
-export interface SearchResult {
-  chunk_id: string;
-  document_id: string;
-  filename: string;
-  heading: string | null;
-  text: string;
-  highlight: string;
-  score: number;
-  scores: { lexical?: number; vector?: number };
-}
+/** A search result is the index's hit, as is. */
+export type SearchResult = SearchHit;
 
 export interface Stats {
   collections: number;
@@ -240,12 +232,12 @@ export class KnowledgeService {
     const scope = { userId: principal.userId, ...(input.collectionIds && input.collectionIds.length > 0 ? { collectionIds: input.collectionIds } : {}) };
     const wanted = input.mode ?? 'hybrid';
     if (!this.embedder || wanted === 'lexical') {
-      return { results: (await this.index.lexical(scope, input.query, input.limit)).map(toResult), mode: 'lexical' };
+      return { results: await this.index.lexical(scope, input.query, input.limit), mode: 'lexical' };
     }
     const [vector] = await this.embedder.embed([input.query], { purpose: 'query', ...(signal ? { signal } : {}) });
     const queryVector = { model: this.embedder.model, vector: vector! };
     const hits = wanted === 'vector' ? await this.index.vector(scope, queryVector, input.limit) : await this.index.hybrid(scope, input.query, queryVector, input.limit);
-    return { results: hits.map(toResult), mode: wanted };
+    return { results: hits, mode: wanted };
   }
 
   /**
@@ -296,8 +288,4 @@ export function toDocumentView(row: DocumentRow): DocumentView {
     id: row.id, collection_id: row.collection_id, filename: row.filename, kind: row.kind, media_type: row.media_type, bytes: row.bytes, sha256: row.sha256,
     status: row.status, error: row.error, job_id: row.job_id, chunk_count: row.chunk_count, embedding_model: row.embedding_model, created_at: row.created_at, updated_at: row.updated_at,
   };
-}
-
-function toResult(hit: SearchHit): SearchResult {
-  return { chunk_id: hit.chunk_id, document_id: hit.document_id, filename: hit.filename, heading: hit.heading, text: hit.text, highlight: hit.highlight, score: hit.score, scores: hit.scores };
 }
