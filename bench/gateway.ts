@@ -14,13 +14,14 @@ import { startFakeUpstream, type Behaviour, type FakeStats, type FakeUpstream } 
 import { createAccount, createApiKey, login } from './lib/identity.js';
 import { isClean, loadScenario, type LoadMeasurement, type LoadOutcome } from './lib/load.js';
 import type { BenchOptions } from './lib/options.js';
+import { cpuTimeMs, eventLoopDelay, type EventLoopDelay } from './lib/process-memory.js';
 import { CHUNK_DELAY_MS, MODEL, recordSection, STREAM_BEHAVIOUR, STREAM_USAGE, TEXT_PIECES, type SuiteContext } from './lib/suite.js';
 import { inheritedEnv, serverEnv, startServer } from './lib/server-process.js';
 import {
   ascending, failureCount, oneStream, percentile, runSegment, streamAgent,
   type SegmentResult, type StreamPlan, type StreamTarget,
 } from './lib/streams.js';
-import { openUsageReader, sumUsage, usageDelta, type UsageCounts, type UsageReader } from './lib/usage-rows.js';
+import { openUsageReader, settledUsage, sumUsage, usageDelta, type UsageCounts, type UsageReader } from './lib/usage-rows.js';
 
 export type GatewaySuiteContext = SuiteContext;
 
@@ -66,6 +67,19 @@ interface Accounting {
   readonly upstream: FakeStats;
 }
 
+/** CPU time per stream (or request) of a phase, in ms: Keel's and the fake upstream's. */
+interface CpuPerCall {
+  readonly keel: number;
+  readonly fake: number;
+}
+
+/** The pids whose CPU time is read around each phase (undefined when unknown: no CPU figures then), and Keel's URL (its event-loop delay). */
+interface Pids {
+  readonly keel: number | undefined;
+  readonly fake: number | undefined;
+  readonly keelUrl: string;
+}
+
 interface LevelResult {
   readonly streams: number;
   readonly segmentsPerTarget: number;
@@ -78,6 +92,10 @@ interface LevelResult {
   readonly accounting: Record<TargetLabel, Accounting>;
   /** Usage rows Keel wrote during this level. */
   readonly usage: UsageCounts;
+  /** CPU per stream started in the measured segments of each target (direct: Keel idles beside the load). */
+  readonly cpu: Record<TargetLabel, CpuPerCall>;
+  /** Keel's event-loop delay during its measured segments: the median segment's p50, the worst segment's p99 and max. */
+  readonly loopDelay: EventLoopDelay | undefined;
   /** Percentile differences between the direct streams of odd and of even segments (no gateway involved). */
   readonly aa: { readonly ttfbP99: number; readonly completionP99: number } | undefined;
   readonly problems: readonly string[];
@@ -85,6 +103,8 @@ interface LevelResult {
 
 interface PlainResult {
   readonly outcome: Record<TargetLabel, LoadOutcome>;
+  /** CPU per request sent (warmup and measured run together). */
+  readonly cpu: Record<TargetLabel, CpuPerCall>;
   readonly upstream: Record<TargetLabel, FakeStats>;
   readonly usage: UsageCounts;
   readonly problems: readonly string[];
@@ -144,11 +164,12 @@ export async function runGatewaySuite(ctx: GatewaySuiteContext): Promise<number>
   cleanup.defer('close the usage reader', async () => usage.close());
   await fake.take();
 
+  const pids: Pids = { keel: server.pid, fake: fake.pid, keelUrl: server.baseUrl };
   const levels: LevelResult[] = [];
   for (const streams of options.streams) {
-    levels.push(await streamLevel(streams, targets, plan, fake, usage, options, say));
+    levels.push(await streamLevel(streams, targets, plan, fake, usage, pids, options, say));
   }
-  const plain = await plainCalls(targets, fake, usage, options, say);
+  const plain = await plainCalls(targets, fake, usage, pids, options, say);
 
   await stopServer();
   await stopFake();
@@ -199,12 +220,20 @@ function addStats(a: FakeStats, b: FakeStats): FakeStats {
 
 const NO_STATS: FakeStats = { received: 0, finished: 0, aborted: 0, broken: 0, byPath: {} };
 
+/** CPU time so far of each pid (NaN when a pid is unknown or gone). */
+async function cpuNow(pids: Pids): Promise<{ keel: number; fake: number }> {
+  const read = async (pid: number | undefined): Promise<number> => (pid === undefined ? Number.NaN : cpuTimeMs(pid).catch(() => Number.NaN));
+  const [keel, fake] = await Promise.all([read(pids.keel), read(pids.fake)]);
+  return { keel, fake };
+}
+
 async function streamLevel(
   streams: number,
   targets: Record<TargetLabel, StreamTarget>,
   plan: StreamPlan,
   fake: FakeUpstream,
   usage: UsageReader,
+  pids: Pids,
   options: BenchOptions,
   say: (line: string) => void,
 ): Promise<LevelResult> {
@@ -217,6 +246,8 @@ async function streamLevel(
   const warmupFailures: Record<TargetLabel, Record<string, number>> = { direct: {}, keel: {} };
   const measuredFailures: Record<TargetLabel, Record<string, number>> = { direct: {}, keel: {} };
   const measured: Record<TargetLabel, SegmentResult[]> = { direct: [], keel: [] };
+  const cpuSpent: Record<TargetLabel, { keel: number; fake: number; streams: number }> = { direct: { keel: 0, fake: 0, streams: 0 }, keel: { keel: 0, fake: 0, streams: 0 } };
+  const delays: EventLoopDelay[] = [];
 
   await fake.take();
   const usageBefore = usage.count(ENDPOINT);
@@ -239,7 +270,18 @@ async function streamLevel(
       }
     }
     for (const label of segmentOrder(segmentsPerTarget)) {
+      // A scrape starts a fresh event-loop delay window; the one after the segment reads it.
+      if (label === 'keel') await eventLoopDelay(pids.keelUrl).catch(() => undefined);
+      const before = await cpuNow(pids);
       const r = await run(label, segmentMs);
+      const after = await cpuNow(pids);
+      if (label === 'keel') {
+        const delay = await eventLoopDelay(pids.keelUrl).catch(() => undefined);
+        if (delay) delays.push(delay);
+      }
+      cpuSpent[label].keel += after.keel - before.keel;
+      cpuSpent[label].fake += after.fake - before.fake;
+      cpuSpent[label].streams += r.started;
       measured[label].push(r);
       addCounts(measuredFailures[label], r.failures);
     }
@@ -247,7 +289,14 @@ async function streamLevel(
     agents.direct.destroy();
     agents.keel.destroy();
   }
-  const usageRows = usageDelta(usageBefore, usage.count(ENDPOINT));
+  const usageRows = await settledUsage(usage, ENDPOINT, usageBefore, started.keel);
+  const perStream = (label: TargetLabel): CpuPerCall => ({ keel: cpuSpent[label].keel / cpuSpent[label].streams, fake: cpuSpent[label].fake / cpuSpent[label].streams });
+  const cpu = { direct: perStream('direct'), keel: perStream('keel') };
+  const loopDelay = delays.length === 0 ? undefined : {
+    p50: ascending(delays.map((d) => d.p50))[Math.floor((delays.length - 1) / 2)]!,
+    p99: Math.max(...delays.map((d) => d.p99)),
+    max: Math.max(...delays.map((d) => d.max)),
+  };
 
   const measuredS = (segmentsPerTarget * segmentMs) / 1000;
   const dist = { direct: distribution(measured.direct, measuredS), keel: distribution(measured.keel, measuredS) };
@@ -276,12 +325,12 @@ async function streamLevel(
   if ((usageRows.byStatus.ok ?? 0) !== completed.keel) problems.push(`${streams} streams through Keel: ${usageRows.byStatus.ok ?? 0} usage rows with status ok for ${completed.keel} complete streams`);
   if (usageRows.estimated > 0) problems.push(`${streams} streams through Keel: ${usageRows.estimated} usage rows estimated although the upstream reported usage`);
 
-  const result: LevelResult = { streams, segmentsPerTarget, segmentMs, dist, warmupFailures, measuredFailures, accounting, usage: usageRows, aa, problems };
+  const result: LevelResult = { streams, segmentsPerTarget, segmentMs, dist, warmupFailures, measuredFailures, accounting, usage: usageRows, cpu, loopDelay, aa, problems };
   const d = dist.direct;
   const k = dist.keel;
   say(`  ${String(streams).padStart(3)} streams: direct ${d.measured} measured, TTFB p50/p99 ${ms(d.ttfbP50)}/${ms(d.ttfbP99)} ms, completion ${ms(d.completionP50)}/${ms(d.completionP99)} ms`);
   say(`  ${' '.repeat(3)}          Keel   ${k.measured} measured, TTFB p50/p99 ${ms(k.ttfbP50)}/${ms(k.ttfbP99)} ms, completion ${ms(k.completionP50)}/${ms(k.completionP99)} ms`);
-  say(`  ${' '.repeat(3)}          added: TTFB p50 ${signed(k.ttfbP50 - d.ttfbP50)}, p99 ${signed(k.ttfbP99 - d.ttfbP99)}; completion p50 ${signed(k.completionP50 - d.completionP50)}, p99 ${signed(k.completionP99 - d.completionP99)} ms; usage rows ${usageRows.total} for ${started.keel} streams${problems.length > 0 ? `  ⚠ ${problems.join('; ')}` : ''}`);
+  say(`  ${' '.repeat(3)}          added: TTFB p50 ${signed(k.ttfbP50 - d.ttfbP50)}, p99 ${signed(k.ttfbP99 - d.ttfbP99)}; completion p50 ${signed(k.completionP50 - d.completionP50)}, p99 ${signed(k.completionP99 - d.completionP99)} ms; Keel CPU ${ms(cpu.keel.keel)} ms per stream, event-loop delay p99 ${loopDelay ? ms(loopDelay.p99) : '–'} ms; usage rows ${usageRows.total} for ${started.keel} streams${problems.length > 0 ? `  ⚠ ${problems.join('; ')}` : ''}`);
   return result;
 }
 
@@ -309,6 +358,7 @@ async function plainCalls(
   targets: Record<TargetLabel, StreamTarget>,
   fake: FakeUpstream,
   usage: UsageReader,
+  pids: Pids,
   options: BenchOptions,
   say: (line: string) => void,
 ): Promise<PlainResult> {
@@ -317,22 +367,27 @@ async function plainCalls(
   const settings = { connections: options.connections, pipelining: 1, durationS: options.durationS, warmupS: options.warmupS };
   const outcome = {} as Record<TargetLabel, LoadOutcome>;
   const upstream = {} as Record<TargetLabel, FakeStats>;
+  const cpu = {} as Record<TargetLabel, CpuPerCall>;
   let usageRows: UsageCounts = { total: 0, byStatus: {}, estimated: 0 };
   for (const label of ['direct', 'keel'] as const) {
     const target = targets[label];
     const before = usage.count(ENDPOINT);
+    const cpuBefore = await cpuNow(pids);
     outcome[label] = await loadScenario(target.origin, settings, async () => ({
       method: 'POST',
       path: target.path,
       headers: { ...target.headers, 'content-type': 'application/json' },
       body: PLAIN_BODY,
     }));
+    const cpuAfter = await cpuNow(pids);
+    const sentAll = [outcome[label].warmup, outcome[label].measured].reduce((n, m) => n + (m?.sentRequests ?? 0), 0);
+    cpu[label] = { keel: (cpuAfter.keel - cpuBefore.keel) / sentAll, fake: (cpuAfter.fake - cpuBefore.fake) / sentAll };
     // Requests autocannon cut off at the end of a run are metered as aborted once Keel notices.
     await delay(1_000);
     upstream[label] = await fake.take();
     if (label === 'keel') usageRows = usageDelta(before, usage.count(ENDPOINT));
     const m = outcome[label].measured;
-    say(`  non-streamed ${label.padEnd(6)} ${Math.round(m.requestsPerSecond)} req/s, p50 ${m.latencyP50Ms} ms, p99 ${m.latencyP99Ms} ms, ${m.totalRequests} requests, non-2xx ${m.non2xx}, errors ${m.errors}`);
+    say(`  non-streamed ${label.padEnd(6)} ${Math.round(m.requestsPerSecond)} req/s, p50 ${m.latencyP50Ms} ms, p99 ${m.latencyP99Ms} ms, ${m.totalRequests} requests, non-2xx ${m.non2xx}, errors ${m.errors}; CPU per request: Keel ${ms(cpu[label].keel)} ms, fake ${ms(cpu[label].fake)} ms`);
   }
 
   const problems: string[] = [];
@@ -348,7 +403,7 @@ async function plainCalls(
   if ((usageRows.byStatus.ok ?? 0) < ok2xx) problems.push(`non-streamed through Keel: ${usageRows.byStatus.ok ?? 0} usage rows with status ok for ${ok2xx} 2xx responses`);
   if (usageRows.total > sent) problems.push(`non-streamed through Keel: ${usageRows.total} usage rows for ${sent} requests sent`);
   if ((usageRows.byStatus.error ?? 0) > 0) problems.push(`non-streamed through Keel: ${usageRows.byStatus.error ?? 0} usage rows with status error`);
-  return { outcome, upstream, usage: usageRows, problems };
+  return { outcome, upstream, cpu, usage: usageRows, problems };
 }
 
 function twoHundreds(m: LoadMeasurement): number {
@@ -405,7 +460,7 @@ function formatGatewaySection(s: GatewaySection): string {
     `- **Machine:** ${m.os}; ${m.cpuCount} × ${m.cpuModel}; ${m.totalMemoryGiB} GiB RAM; Node ${m.node}; load average (1 min) ${s.loadAverage.start.toFixed(2)} at the start, ${s.loadAverage.end.toFixed(2)} at the end (the suite's own processes included at the end)`,
     `- **Processes:** three on the same ${m.cpuCount} cores — the load generator (the benchmark process: node:http keep-alive agents with a socket per concurrent stream; autocannon ${s.autocannonVersion} for non-streamed calls), the fake upstream (\`server/test/helpers/fake-openai.ts\`, unchanged, in a child process of its own) and Keel (\`node server/dist/main.js serve\`). Through Keel, all three work on every call and share the cores; direct, Keel idles. The added latency includes that contention, so it overstates, and Keel's throughput understates, what Keel does on a machine of its own.`,
     `- **Upstream schedule:** every chat completion streams the role chunk at once, then ${TEXT_PIECES.length} one-word text chunks, the finish chunk and the usage chunk (prompt ${STREAM_USAGE.prompt_tokens}, completion ${STREAM_USAGE.completion_tokens} tokens), each ${CHUNK_DELAY_MS} ms after the previous, then \`[DONE]\`: ${EXPECTED_EVENTS} data events over ≈${NOMINAL_STREAM_MS} ms. The first content chunk therefore comes ≈${CHUNK_DELAY_MS} ms after the headers, in both cases. Non-streamed calls answer "${PLAIN_REPLY}" at once.`,
-    `- **Keel:** SQLite (a fresh file), LLM_BASE_URL = the fake, LLM_API_KEY, LLM_MODEL=${MODEL}, no usage limits configured (Keel's default; each call still reads the user's limits and reserves on the user's day and month counters in one transaction before calling the upstream, then inserts its usage row and settles the counters in another), NODE_ENV=production, **RATE_LIMIT_ENABLED=false**, **LOG_LEVEL=info** with stdout to /dev/null. Credential: an API key (scope \`llm\`) of an account made with \`keel create-admin\`, sent as \`Authorization: Bearer\` as the OpenAI SDKs send it; the direct calls send the upstream key the same way.`,
+    `- **Keel:** SQLite (a fresh file), LLM_BASE_URL = the fake, LLM_API_KEY, LLM_MODEL=${MODEL}, no usage limits configured (Keel's default: each call reads the user's limit overrides before calling the upstream — no counters are kept for windows no limit watches — and inserts its one usage row just after its response has ended, off the client's path); the requested model is LLM_MODEL itself (no alias), so Keel relays the upstream's SSE bytes as they arrive instead of re-serializing each chunk; NODE_ENV=production, **RATE_LIMIT_ENABLED=false**, **LOG_LEVEL=info** with stdout to /dev/null. Credential: an API key (scope \`llm\`) of an account made with \`keel create-admin\`, sent as \`Authorization: Bearer\` as the OpenAI SDKs send it; the direct calls send the upstream key the same way.`,
     `- **Streams:** the same request to both targets (\`stream: true\`, \`stream_options.include_usage\`). Per level: ${o.warmupS} s warmup per target (discarded), then ${o.durationS} s measured per target in ${segments}, alternating direct and Keel in ABBA order (D K K D D K…). Within a segment, N workers each issue one stream after another; their first starts are spread over one stream length, and a stream is measured when it starts inside the segment's window, which opens once every worker is streaming and whose streams all run alongside N − 1 others to their end. **TTFB** = request written → the chunk with the first non-empty \`delta.content\` read; **completion** = request written → \`data: [DONE]\` read. A stream counts only with status 200, all ${EXPECTED_EVENTS} data events, no error event and \`[DONE]\`.`,
     '- **Added latency** = Keel\'s percentile minus the direct percentile, percentile by percentile (the streams are different requests, so these are differences between the two distributions, not per-request differences). **A/A** = the same p99 difference between the direct streams of odd and of even segments, with no gateway involved: how much a p99 difference moves by chance at that level. Percentiles are nearest-rank over every measured stream; p99 of a few hundred streams rests on its few slowest.',
     `- **Non-streamed:** autocannon, ${o.connections} connections, pipelining 1, ${o.warmupS} s warmup then ${o.durationS} s measured, direct then through Keel; latency in whole milliseconds (autocannon's histogram).`,
@@ -433,6 +488,21 @@ function formatGatewaySection(s: GatewaySection): string {
     })),
     '',
     ...saturation(s.levels),
+    '### CPU per call',
+    '',
+    'CPU time (user + system, from `/proc/<pid>/stat`, 10 ms ticks) each process used during the measured segments of a level, divided by the streams started in them; non-streamed: during warmup and measured run, divided by the requests sent. "Keel, idle" is Keel\'s own background work while the direct segments ran and it served nothing. Other work on the machine moves these figures far less than it moves latency.',
+    '',
+    '| phase | Keel ms per call (through Keel) | Keel ms per call, idle (direct) | fake upstream ms per call (direct / through Keel) |',
+    '|---|---:|---:|---:|',
+    ...s.levels.map((l) => `| ${l.streams} streams | ${ms(l.cpu.keel.keel)} | ${ms(l.cpu.direct.keel)} | ${ms(l.cpu.direct.fake)} / ${ms(l.cpu.keel.fake)} |`),
+    `| non-streamed | ${ms(s.plain.cpu.keel.keel)} | ${ms(s.plain.cpu.direct.keel)} | ${ms(s.plain.cpu.direct.fake)} / ${ms(s.plain.cpu.keel.fake)} |`,
+    '',
+    'Keel\'s event-loop delay while it carried the streams (`nodejs_eventloop_lag_*` of its GET /metrics, Node\'s monitorEventLoopDelay sampled every 10 ms, less those 10 ms; one window per measured Keel segment): how long a piece of work that was ready waited for the loop — every relayed chunk and every new request can wait that long before Keel even looks at it.',
+    '',
+    '| concurrent streams | delay p50 ms (median segment) | delay p99 ms (worst segment) | delay max ms |',
+    '|---:|---:|---:|---:|',
+    ...s.levels.map((l) => `| ${l.streams} | ${l.loopDelay ? ms(l.loopDelay.p50) : '–'} | ${l.loopDelay ? ms(l.loopDelay.p99) : '–'} | ${l.loopDelay ? ms(l.loopDelay.max) : '–'} |`),
+    '',
     '### Non-streamed calls',
     '',
     '| target | connections | req/s | p50 ms | p99 ms | requests | non-2xx | errors |',
@@ -448,7 +518,7 @@ function formatGatewaySection(s: GatewaySection): string {
     '',
     '### Metering: usage rows written by Keel',
     '',
-    'Counted in the server\'s SQLite file (`usage_events`, endpoint `/v1/chat/completions`) before and after each phase, warmups included; "upstream calls" are the chat requests the fake received while Keel was loaded.',
+    'Counted in the server\'s SQLite file (`usage_events`, endpoint `/v1/chat/completions`) before and after each phase, warmups included (Keel writes a call\'s row just after the call\'s response ended, so the count after a phase waits up to 5 s for the last rows); "upstream calls" are the chat requests the fake received while Keel was loaded.',
     '',
     '| phase | calls to Keel | completed | upstream calls | usage rows | ok | aborted | error | one row per call |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---|',

@@ -1,5 +1,6 @@
 // The server's memory as the kernel and as V8 see it: VmRSS from /proc/<pid>/status (Linux), and
-// the figures Keel's own GET /metrics exposes (prom-client's process metrics and the chat socket gauge).
+// the figures Keel's own GET /metrics exposes (prom-client's process metrics and the chat socket gauge);
+// a process's CPU time (/proc/<pid>/stat), for CPU per call; and Keel's event-loop delay.
 import { readFile } from 'node:fs/promises';
 
 /** Resident set size of `pid` in bytes (VmRSS of /proc/<pid>/status). */
@@ -68,4 +69,43 @@ export function sampleResident(pid: number, everyMs: number): { stop(): Promise<
 
 export function mib(bytes: number): string {
   return Number.isFinite(bytes) ? (bytes / 1024 ** 2).toFixed(1) : '–';
+}
+
+/**
+ * CPU time `pid` has used so far, user and system, in milliseconds (utime + stime of /proc/<pid>/stat,
+ * in clock ticks of 10 ms). Differences over a few seconds of load give a process's CPU per call: a
+ * figure other work on the machine hardly moves, unlike latency.
+ */
+export async function cpuTimeMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) is in parentheses and may hold spaces: count fields after its end.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticksPerMs = 100 / 1000;
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerMs;
+}
+
+/** How late Keel's event loop ran timers since the previous scrape, in ms (prom-client resets its histogram on each scrape). */
+export interface EventLoopDelay {
+  readonly p50: number;
+  readonly p99: number;
+  readonly max: number;
+}
+
+/** prom-client's default sampling interval of monitorEventLoopDelay, which its figures include. */
+const LOOP_SAMPLING_MS = 10;
+
+/**
+ * Scrapes GET /metrics for the event-loop delay since the previous scrape (monitorEventLoopDelay,
+ * sampled every 10 ms; the sampling interval itself is taken off, so an idle loop reads ≈0): scrape
+ * once to start a window, once more to read it.
+ */
+export async function eventLoopDelay(baseUrl: string): Promise<EventLoopDelay> {
+  const res = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(10_000) });
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`GET /metrics answered ${res.status}`);
+  const seconds = (name: string): number => {
+    const m = new RegExp(`^(?:keel_)?nodejs_eventloop_lag_${name}_seconds(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text);
+    return m === null ? Number.NaN : Math.max(0, Number(m[1]) * 1000 - LOOP_SAMPLING_MS);
+  };
+  return { p50: seconds('p50'), p99: seconds('p99'), max: seconds('max') };
 }

@@ -57,3 +57,17 @@ export function openUsageReader(repoRoot: string, databaseFile: string): UsageRe
     },
   };
 }
+
+/**
+ * The rows of `endpoint` once `expected` more than `before` exist, or after `timeoutMs`: the gateway
+ * writes a call's row just after the call's response ended, so the last calls' rows may land a moment
+ * after the load generator saw their ends.
+ */
+export async function settledUsage(reader: UsageReader, endpoint: string, before: UsageCounts, expected: number, timeoutMs = 5_000): Promise<UsageCounts> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const now = usageDelta(before, reader.count(endpoint));
+    if (now.total >= expected || Date.now() >= deadline) return now;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

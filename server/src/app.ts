@@ -137,6 +137,8 @@ async function assemble(config: Config, options: BuildOptions, logger: Logger, d
   app.addHook('onClose', async () => {
     // Jobs and generations still running are stopped and stored before the database closes.
     await Promise.all([jobs.stop(config.shutdownTimeoutMs), chat.shutdown()]);
+    // Usage rows are written just after their responses; the last ones land before the database closes.
+    await gateway.drain();
     await Promise.allSettled([database.close(), redis ? closeRedis(redis) : undefined, pubsub.close()]);
   });
   await app.ready();

@@ -2,9 +2,10 @@ import type { FastifyReply } from 'fastify';
 
 /**
  * Server-sent events on a hijacked reply, done the way proxies and browsers need: no caching, no proxy
- * buffering (`X-Accel-Buffering: no`), headers flushed as soon as the stream opens, a comment heartbeat
- * whenever the stream has been quiet, and backpressure — `send` waits while the client's socket is
- * full, so a slow reader cannot make the server buffer without bound.
+ * buffering (`X-Accel-Buffering: no`), headers sent as soon as the stream opens (with its first event
+ * when there is one, else on their own), a comment heartbeat whenever the stream has been quiet, and
+ * backpressure — `send` waits while the client's socket is full, so a slow reader cannot make the
+ * server buffer without bound.
  */
 export class SseStream {
   private opened = false;
@@ -29,6 +30,13 @@ export class SseStream {
   /** Sends the status line and headers (those already set on the reply — CORS, request id — included). */
   open(): void {
     if (this.opened) return;
+    this.writeHead();
+    this.reply.raw.flushHeaders();
+  }
+
+  /** The headers without flushing them: the first write then carries them in the same packet. */
+  private writeHead(): void {
+    if (this.opened) return;
     this.opened = true;
     this.reply.hijack();
     this.reply.raw.writeHead(200, {
@@ -38,7 +46,6 @@ export class SseStream {
       connection: 'keep-alive',
       'x-accel-buffering': 'no',
     });
-    this.reply.raw.flushHeaders();
     this.heartbeat = setInterval(() => {
       if (Date.now() - this.lastWrite >= this.heartbeatMs) void this.write(': keep-alive\n\n');
     }, Math.max(250, Math.floor(this.heartbeatMs / 2)));
@@ -47,17 +54,30 @@ export class SseStream {
 
   /** One event (`event:` line only when named); resolves when the socket can take more. */
   async send(data: string, event?: string): Promise<void> {
-    this.open();
+    this.writeHead();
     await this.write(`${event ? `event: ${event}\n` : ''}data: ${data}\n\n`);
   }
 
-  /** Ends an opened stream; before it was opened the reply is Fastify's to finish (an error response). */
-  end(): void {
-    this.stopHeartbeat();
-    if (this.opened && !this.reply.raw.writableEnded && !this.reply.raw.destroyed) this.reply.raw.end();
+  /** Complete events already in SSE form (an upstream's own bytes), written as they are, in one write. */
+  async sendRaw(events: Buffer | string): Promise<void> {
+    this.writeHead();
+    await this.write(events);
   }
 
-  private async write(text: string): Promise<void> {
+  /**
+   * Ends an opened stream, with `last` (complete events, e.g. `data: [DONE]\n\n`) written in the same
+   * write as the end; before it was opened the reply is Fastify's to finish (an error response).
+   */
+  end(last?: string): void {
+    this.stopHeartbeat();
+    const raw = this.reply.raw;
+    if (this.opened && !raw.writableEnded && !raw.destroyed) {
+      this.lastWrite = Date.now();
+      raw.end(last);
+    }
+  }
+
+  private async write(text: Buffer | string): Promise<void> {
     const raw = this.reply.raw;
     if (raw.writableEnded || raw.destroyed) return;
     this.lastWrite = Date.now();

@@ -9,7 +9,7 @@ import { defaultUsage, startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-
 import { bearer, signUp, type TestUser } from '../helpers/factories.js';
 import { runKeel } from '../helpers/process.js';
 import { expectErrorShape, request, startServer, type TestServer } from '../helpers/server.js';
-import { readSse, usageRows, writeKeelConfig, type ConfigFile } from './llm-helpers.js';
+import { readSse, usageRows, usageRowsWhen, writeKeelConfig, type ConfigFile } from './llm-helpers.js';
 
 /**
  * keel.config (KEEL_CONFIG) end to end against a real server: model aliases with prices, presets
@@ -86,7 +86,7 @@ describeEachDatabase('keel.config: aliases, prices, presets, fallbacks', (db) =>
     expect(res.choices[0]!.message.content).toBe('Fast reply.');
     expect(lastSent(local).model).toBe('upstream-name');
     expect(down.requests).toHaveLength(0);
-    const rows = await usageRows(s, user.id);
+    const rows = await usageRowsWhen(s, user.id, before + 1);
     expect(rows).toHaveLength(before + 1);
     expect(rows.at(-1)).toMatchObject({ provider: 'local', model: 'fast', prompt_tokens: 1000, completion_tokens: 500, estimated: 0, status: 'ok' });
     expect(rows.at(-1)!.cost_usd).toBeCloseTo((1000 * 1 + 500 * 2) / 1e6, 12);
@@ -96,7 +96,7 @@ describeEachDatabase('keel.config: aliases, prices, presets, fallbacks', (db) =>
     const stream = await client.chat.completions.create({ model: 'fast', stream: true, messages: [{ role: 'user', content: 'Be fast.' }] });
     for await (const chunk of stream) expect(chunk.model).toBe('fast');
     expect(lastSent(local).model).toBe('upstream-name');
-    expect((await usageRows(s, user.id)).at(-1)!.cost_usd).toBeCloseTo((300 * 1 + 7 * 2) / 1e6, 12);
+    expect((await usageRowsWhen(s, user.id, before + 2)).at(-1)!.cost_usd).toBeCloseTo((300 * 1 + 7 * 2) / 1e6, 12);
   });
 
   it('an embeddings alias: the upstream gets its own name, the client sees the alias, priced on the prompt tokens', async () => {
@@ -107,7 +107,7 @@ describeEachDatabase('keel.config: aliases, prices, presets, fallbacks', (db) =>
     const sent = local.requests.at(-1)!;
     expect(sent.path).toBe('/v1/embeddings');
     expect((sent.body as { model: string }).model).toBe('text-embedding-3-small');
-    const rows = await usageRows(s, user.id);
+    const rows = await usageRowsWhen(s, user.id, before + 1);
     expect(rows).toHaveLength(before + 1);
     // the fake reports one token per word
     expect(rows.at(-1)).toMatchObject({ endpoint: '/v1/embeddings', provider: 'local', model: 'embed', prompt_tokens: 5, completion_tokens: 0, estimated: 0, status: 'ok' });
@@ -116,18 +116,20 @@ describeEachDatabase('keel.config: aliases, prices, presets, fallbacks', (db) =>
 
   it('/llm/<preset> on a priced alias returns the cost it metered', async () => {
     local.behave({ reply: 'One line.', usage: { prompt_tokens: 4000, completion_tokens: 3000 } });
+    const before = (await usageRows(s, user.id)).length;
     const res = await preset('quick', { prompt: 'Summarise.' });
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ output: 'One line.', model: 'quick', usage: { prompt_tokens: 4000, completion_tokens: 3000, total_tokens: 7000, estimated: false } });
     const expected = (4000 * 1 + 3000 * 2) / 1e6;
     expect(res.body.cost_usd).toBeCloseTo(expected, 12);
-    const row = (await usageRows(s, user.id)).at(-1)!;
+    const row = (await usageRowsWhen(s, user.id, before + 1)).at(-1)!;
     expect(row).toMatchObject({ endpoint: '/llm/quick', model: 'fast', provider: 'local' });
     expect(row.cost_usd).toBeCloseTo(res.body.cost_usd, 12);
   });
 
   it('a preset redefined in the file: its system prompt and params reach the upstream; the client\'s params win', async () => {
     local.behave({ reply: 'ok' });
+    const before = (await usageRows(s, user.id)).length;
     expect((await preset('general', { prompt: 'Hello' })).status).toBe(200);
     let sent = lastSent(local);
     expect(sent.model).toBe('upstream-name');
@@ -149,6 +151,8 @@ describeEachDatabase('keel.config: aliases, prices, presets, fallbacks', (db) =>
     sent = lastSent(local);
     expect(sent.messages[0]!.content).toContain('expert programmer');
     expect(sent.temperature).toBe(0.2);
+    // Its rows are written just after the responses ended: wait, so that they do not land in the next test's count.
+    await usageRowsWhen(s, user.id, before + 4);
   });
 
   it('fallbacks: when the first model\'s provider answers 500, the next model answers (non-stream); the row names the model used', async () => {
@@ -161,7 +165,7 @@ describeEachDatabase('keel.config: aliases, prices, presets, fallbacks', (db) =>
     expect(down.requests).toHaveLength(1);
     expect((down.requests[0]!.body as SentBody).model).toBe('broken-upstream');
     expect(lastSent(local)).toMatchObject({ model: 'upstream-name', messages: [{ role: 'system', content: 'Never give up.' }, { role: 'user', content: 'Try hard.' }] });
-    const rows = await usageRows(s, user.id);
+    const rows = await usageRowsWhen(s, user.id, before + 1);
     expect(rows).toHaveLength(before + 1);
     expect(rows.at(-1)).toMatchObject({ endpoint: '/llm/resilient', provider: 'local', model: 'fast', status: 'ok', prompt_tokens: 10, completion_tokens: 4 });
 
@@ -170,7 +174,7 @@ describeEachDatabase('keel.config: aliases, prices, presets, fallbacks', (db) =>
     expect(viaSdk.model).toBe('resilient');
     expect(viaSdk.choices[0]!.message.content).toBe('Saved by the fallback.');
     expect(down.requests).toHaveLength(2);
-    expect((await usageRows(s, user.id)).at(-1)).toMatchObject({ endpoint: '/v1/chat/completions', model: 'fast', status: 'ok' });
+    expect((await usageRowsWhen(s, user.id, before + 2)).at(-1)).toMatchObject({ endpoint: '/v1/chat/completions', model: 'fast', status: 'ok' });
   });
 
   it('fallbacks apply to streams before the first byte too (/llm/<preset>/stream and stream: true)', async () => {
@@ -193,7 +197,7 @@ describeEachDatabase('keel.config: aliases, prices, presets, fallbacks', (db) =>
     expect(text).toBe('Still here.');
     expect(down.requests).toHaveLength(2);
 
-    const rows = (await usageRows(s, user.id)).slice(before);
+    const rows = (await usageRowsWhen(s, user.id, before + 2)).slice(before);
     expect(rows).toHaveLength(2);
     expect(rows.map((r) => [r.endpoint, r.provider, r.model, r.status])).toEqual([
       ['/llm/resilient/stream', 'local', 'fast', 'ok'],
@@ -209,7 +213,7 @@ describeEachDatabase('keel.config: aliases, prices, presets, fallbacks', (db) =>
     expect(events.map((e) => e.event)).toEqual(['delta', 'error']);
     expect(JSON.parse(events[0]!.data)).toEqual({ text: 'partial ' });
     expect(local.requests).toHaveLength(0);
-    const rows = (await usageRows(s, user.id)).slice(before);
+    const rows = (await usageRowsWhen(s, user.id, before + 1)).slice(before);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ provider: 'down', model: 'broken', status: 'error' });
   });
@@ -220,18 +224,19 @@ describeEachDatabase('keel.config: aliases, prices, presets, fallbacks', (db) =>
     const res = await preset('resilient', { prompt: 'Doomed.' });
     expect(res.status).toBe(502);
     expect(expectErrorShape(res.body).code).toBe('upstream_unavailable');
-    const rows = (await usageRows(s, user.id)).slice(before);
+    const rows = (await usageRowsWhen(s, user.id, before + 1)).slice(before);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ status: 'error', error_code: 'upstream_unavailable' });
   });
 
   it('provider/model names any model of a configured provider; an unconfigured provider is a 404', async () => {
     local.behave({ reply: 'raw', usage: { prompt_tokens: 3, completion_tokens: 1 } });
+    const before = (await usageRows(s, user.id)).length;
     const res = await client.chat.completions.create({ model: 'local/raw-model-7b', messages: [{ role: 'user', content: 'Raw.' }] });
     expect(res.model).toBe('local/raw-model-7b');
     expect(lastSent(local).model).toBe('raw-model-7b');
     // unpriced: the row is metered but costs nothing
-    expect((await usageRows(s, user.id)).at(-1)).toMatchObject({ provider: 'local', model: 'local/raw-model-7b', prompt_tokens: 3, completion_tokens: 1, cost_usd: 0, status: 'ok' });
+    expect((await usageRowsWhen(s, user.id, before + 1)).at(-1)).toMatchObject({ provider: 'local', model: 'local/raw-model-7b', prompt_tokens: 3, completion_tokens: 1, cost_usd: 0, status: 'ok' });
 
     const unknown = await request(`${s.url}/v1/chat/completions`, { method: 'POST', headers: bearer(user.access_token), json: { model: 'elsewhere/some-model', messages: [{ role: 'user', content: 'x' }] } });
     expect(unknown.status).toBe(404);
@@ -349,13 +354,14 @@ describe('only LLM_BASE_URL / LLM_API_KEY / LLM_MODEL', () => {
   it('every preset (code, general, reasoning) runs on LLM_MODEL with the key', async () => {
     fake.behave({ reply: 'fine' });
     for (const name of ['code', 'general', 'reasoning']) {
+      const before = (await usageRows(s, user.id)).length;
       const res = await request<PresetAnswer>(`${s.url}/llm/${name}`, { method: 'POST', headers: bearer(user.access_token), json: { prompt: `Run ${name}.` } });
       expect(res.status, name).toBe(200);
       expect(res.body).toMatchObject({ output: 'fine', model: name });
       const sent = fake.requests.at(-1)!;
       expect((sent.body as SentBody).model).toBe('the-one-model');
       expect(sent.headers.authorization).toBe(`Bearer ${KEY}`);
-      const row = (await usageRows(s, user.id)).at(-1)!;
+      const row = (await usageRowsWhen(s, user.id, before + 1)).at(-1)!;
       expect(row).toMatchObject({ endpoint: `/llm/${name}`, provider: 'default', model: 'the-one-model', status: 'ok' });
       // the fake's deterministic usage, counted over the system prompt and the prompt
       expect(row.prompt_tokens).toBe(defaultUsage((sent.body as SentBody))!.prompt_tokens);

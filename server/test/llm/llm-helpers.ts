@@ -3,6 +3,7 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { stringify as toYaml } from 'yaml';
+import { expect } from 'vitest';
 import type { TestServer } from '../helpers/server.js';
 
 /**
@@ -27,6 +28,15 @@ export function writeKeelConfig(content: unknown, format: 'yaml' | 'json' = 'yam
 /** A user's usage_events rows, oldest first. */
 export function usageRows(s: TestServer, userId: string) {
   return s.server.keel.context.database.db.selectFrom('usage_events').selectAll().where('user_id', '=', userId).orderBy('id').execute();
+}
+
+/**
+ * A user's usage rows once there are at least `count`: the gateway writes a call's row just after the
+ * call's response ended (off the client's path), so a test reading it right after the response waits.
+ */
+export async function usageRowsWhen(s: TestServer, userId: string, count: number, timeoutMs = 5000): Promise<Awaited<ReturnType<typeof usageRows>>> {
+  await expect.poll(async () => (await usageRows(s, userId)).length, { timeout: timeoutMs, interval: 10 }).toBeGreaterThanOrEqual(count);
+  return usageRows(s, userId);
 }
 
 export interface TimedSse {

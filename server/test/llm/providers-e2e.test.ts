@@ -5,7 +5,7 @@ import { FAKE_ANTHROPIC_SECRET, startFakeAnthropic, type FakeAnthropic } from '.
 import { bearer, signUp, type TestUser } from '../helpers/factories.js';
 import { rememberSecret } from '../helpers/leaks.js';
 import { expectErrorShape, request, startServer, type TestServer } from '../helpers/server.js';
-import { readSse, usageRows, writeKeelConfig, type ConfigFile } from './llm-helpers.js';
+import { readSse, usageRows, usageRowsWhen, writeKeelConfig, type ConfigFile } from './llm-helpers.js';
 
 /**
  * Anthropic behind Keel, end to end: a keel.config file names an Anthropic provider (its key read from
@@ -70,7 +70,7 @@ describeEachDatabase('Anthropic through Keel with the openai SDK', (db) => {
     expect(sent.body).toMatchObject({ model: 'claude-test', max_tokens: 100, system: 'Be French.', messages: [{ role: 'user', content: 'Hello?' }] });
     expectProviderKeyOnly();
 
-    const rows = await usageRows(s, user.id);
+    const rows = await usageRowsWhen(s, user.id, before + 1);
     expect(rows).toHaveLength(before + 1);
     expect(rows.at(-1)).toMatchObject({ endpoint: '/v1/chat/completions', provider: 'claude', model: 'sonnet', prompt_tokens: 31, completion_tokens: 9, total_tokens: 40, estimated: 0, status: 'ok', error_code: null });
     expect(rows.at(-1)!.cost_usd).toBeCloseTo((31 * 3 + 9 * 15) / 1e6, 12);
@@ -98,7 +98,7 @@ describeEachDatabase('Anthropic through Keel with the openai SDK', (db) => {
     expect(fake.requests.at(-1)!.body).toMatchObject({ model: 'claude-test', stream: true });
     expectProviderKeyOnly();
 
-    const rows = await usageRows(s, user.id);
+    const rows = await usageRowsWhen(s, user.id, before + 1);
     expect(rows).toHaveLength(before + 1);
     expect(rows.at(-1)).toMatchObject({ endpoint: '/v1/chat/completions', provider: 'claude', model: 'sonnet', prompt_tokens: 12, completion_tokens: 4, total_tokens: 16, estimated: 0, status: 'ok' });
     expect(rows.at(-1)!.ttft_ms).not.toBeNull();
@@ -106,16 +106,18 @@ describeEachDatabase('Anthropic through Keel with the openai SDK', (db) => {
 
   it('stream_options.include_usage gives the usage chunk with Anthropic\'s numbers', async () => {
     fake.behave({ text: 'Counted.', usage: { input_tokens: 20, output_tokens: 2, cache_read_input_tokens: 5 } });
+    const before = (await usageRows(s, user.id)).length;
     const stream = await client.chat.completions.create({ model: 'sonnet', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'Count.' }] });
     const usages: Array<OpenAI.CompletionUsage> = [];
     for await (const chunk of stream) if (chunk.usage) usages.push(chunk.usage);
     // prompt = input + cache reads, as OpenAI counts cached tokens inside prompt_tokens
     expect(usages).toEqual([expect.objectContaining({ prompt_tokens: 25, completion_tokens: 2, total_tokens: 27 })]);
-    expect((await usageRows(s, user.id)).at(-1)).toMatchObject({ prompt_tokens: 25, completion_tokens: 2, estimated: 0 });
+    expect((await usageRowsWhen(s, user.id, before + 1)).at(-1)).toMatchObject({ prompt_tokens: 25, completion_tokens: 2, estimated: 0 });
   });
 
   it('tool calls, non-streamed: tools go up as Anthropic tools; tool_use comes back as OpenAI tool_calls', async () => {
     fake.behave({ text: '', toolUse: [{ id: 'toolu_1', name: 'get_weather', input: { city: 'Oslo' } }], usage: { input_tokens: 40, output_tokens: 15 } });
+    const before = (await usageRows(s, user.id)).length;
     const res = await client.chat.completions.create({ model: 'sonnet', messages: [{ role: 'user', content: 'Weather in Oslo?' }], tools: [WEATHER_TOOL], tool_choice: 'auto' });
     expect(res.choices[0]!.finish_reason).toBe('tool_calls');
     expect(res.choices[0]!.message.content).toBeNull();
@@ -124,7 +126,7 @@ describeEachDatabase('Anthropic through Keel with the openai SDK', (db) => {
       tools: [{ name: 'get_weather', description: 'Weather for a city', input_schema: WEATHER_TOOL.function.parameters }],
       tool_choice: { type: 'auto' },
     });
-    expect((await usageRows(s, user.id)).at(-1)).toMatchObject({ prompt_tokens: 40, completion_tokens: 15, estimated: 0, status: 'ok' });
+    expect((await usageRowsWhen(s, user.id, before + 1)).at(-1)).toMatchObject({ prompt_tokens: 40, completion_tokens: 15, estimated: 0, status: 'ok' });
 
     // the result goes back as a tool_result block
     fake.behave({ text: 'It is sunny in Oslo.' });
@@ -140,6 +142,8 @@ describeEachDatabase('Anthropic through Keel with the openai SDK', (db) => {
         { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1' }] },
       ],
     });
+    // Its rows are written just after the responses ended: wait, so that they do not land in the next test's count.
+    await usageRowsWhen(s, user.id, before + 2);
   });
 
   it('tool calls, streamed: the SDK\'s stream helper assembles the tool call from Keel\'s chunks', async () => {
@@ -152,7 +156,7 @@ describeEachDatabase('Anthropic through Keel with the openai SDK', (db) => {
     const calls = final.choices[0]!.message.tool_calls ?? [];
     expect(calls).toHaveLength(1);
     expect(calls[0]).toMatchObject({ id: 'toolu_2', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Bergen","days":3}' } });
-    const rows = await usageRows(s, user.id);
+    const rows = await usageRowsWhen(s, user.id, before + 1);
     expect(rows).toHaveLength(before + 1);
     expect(rows.at(-1)).toMatchObject({ prompt_tokens: 33, completion_tokens: 21, estimated: 0, status: 'ok' });
     expectProviderKeyOnly();
@@ -160,6 +164,7 @@ describeEachDatabase('Anthropic through Keel with the openai SDK', (db) => {
 
   it('the preset routes run on the Anthropic model too (stream and not), with Anthropic\'s usage', async () => {
     fake.behave({ text: 'Short answer.', chunks: ['Short ', 'answer.'], usage: { input_tokens: 50, output_tokens: 2 } });
+    const before = (await usageRows(s, user.id)).length;
     const plain = await request<{ output: string; model: string; usage: Record<string, unknown>; cost_usd: number }>(`${s.url}/llm/general`, { method: 'POST', headers: bearer(user.access_token), json: { prompt: 'Hi' } });
     expect(plain.status).toBe(200);
     expect(plain.body).toMatchObject({ output: 'Short answer.', model: 'general', usage: { prompt_tokens: 50, completion_tokens: 2, total_tokens: 52, estimated: false } });
@@ -175,18 +180,19 @@ describeEachDatabase('Anthropic through Keel with the openai SDK', (db) => {
     expect(events.filter((e) => e.event === 'delta').map((e) => (JSON.parse(e.data) as { text: string }).text).join('')).toBe('Short answer.');
     const done = events.find((e) => e.event === 'done');
     expect(JSON.parse(done!.data)).toMatchObject({ usage: { prompt_tokens: 50, completion_tokens: 2, total_tokens: 52, estimated: false } });
-    expect((await usageRows(s, user.id)).at(-1)).toMatchObject({ endpoint: '/llm/general/stream', provider: 'claude', model: 'sonnet', prompt_tokens: 50, completion_tokens: 2, status: 'ok' });
+    expect((await usageRowsWhen(s, user.id, before + 2)).at(-1)).toMatchObject({ endpoint: '/llm/general/stream', provider: 'claude', model: 'sonnet', prompt_tokens: 50, completion_tokens: 2, status: 'ok' });
   });
 
   it('claude/<model> names any model of the configured Anthropic provider', async () => {
     fake.behave({ text: 'Raw model.', usage: { input_tokens: 8, output_tokens: 3 } });
+    const before = (await usageRows(s, user.id)).length;
     const res = await client.chat.completions.create({ model: 'claude/claude-other-model', messages: [{ role: 'user', content: 'Which model?' }] });
     expect(res.model).toBe('claude/claude-other-model');
     expect(res.choices[0]!.message.content).toBe('Raw model.');
     expect(fake.requests.at(-1)!.body).toMatchObject({ model: 'claude-other-model' });
     expectProviderKeyOnly();
     // not in the file, so unpriced
-    expect((await usageRows(s, user.id)).at(-1)).toMatchObject({ provider: 'claude', model: 'claude/claude-other-model', prompt_tokens: 8, completion_tokens: 3, cost_usd: 0 });
+    expect((await usageRowsWhen(s, user.id, before + 1)).at(-1)).toMatchObject({ provider: 'claude', model: 'claude/claude-other-model', prompt_tokens: 8, completion_tokens: 3, cost_usd: 0 });
   });
 
   it('an Anthropic error is mapped to Keel\'s error shape without repeating the provider\'s body; metered as an error', async () => {
@@ -197,7 +203,7 @@ describeEachDatabase('Anthropic through Keel with the openai SDK', (db) => {
     expect(expectErrorShape(res.body).code).toBe('upstream_unavailable');
     expect(JSON.stringify(res.body)).not.toContain(FAKE_ANTHROPIC_SECRET);
     expect(JSON.stringify(res.body)).not.toContain(ANTHROPIC_KEY);
-    const rows = await usageRows(s, user.id);
+    const rows = await usageRowsWhen(s, user.id, before + 1);
     expect(rows).toHaveLength(before + 1);
     expect(rows.at(-1)).toMatchObject({ status: 'error', error_code: 'upstream_unavailable', provider: 'claude', model: 'sonnet' });
   });

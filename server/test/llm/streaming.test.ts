@@ -5,7 +5,7 @@ import { describeEachDatabase } from '../helpers/databases.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.js';
 import { bearer, signUp, type TestUser } from '../helpers/factories.js';
 import { expectErrorShape, request, startServer, type TestServer } from '../helpers/server.js';
-import { readSse, sleep, usageRows, writeKeelConfig, type ConfigFile, type TimedSse } from './llm-helpers.js';
+import { readSse, sleep, usageRows, usageRowsWhen, writeKeelConfig, type ConfigFile, type TimedSse } from './llm-helpers.js';
 
 /**
  * How Keel streams, measured on the wire with raw `fetch` and a body reader: heartbeats while the
@@ -210,13 +210,14 @@ describeEachDatabase('SSE: upstream timeouts', (db) => {
     expect(silence).toBeGreaterThanOrEqual(450);
     expect(silence).toBeLessThan(1000);
     expect(await fake.waitForEnd(0, 2000)).toBe('aborted');
-    const rows = (await usageRows(s, user.id)).slice(before);
+    const rows = (await usageRowsWhen(s, user.id, before + 1)).slice(before);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ endpoint: '/llm/general/stream', status: 'error', error_code: 'upstream_timeout' });
   });
 
   it('the same on /v1/chat/completions: the openai SDK gets the error from the stream', async () => {
     fake.behave({ chunks: ['first ', 'never'], stallAfterChunks: 2 });
+    const before = (await usageRows(s, user.id)).length;
     const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: user.access_token, maxRetries: 0 });
     const started = Date.now();
     const stream = await client.chat.completions.create({ model: 'fake-model', stream: true, messages: [{ role: 'user', content: 'Stall.' }] });
@@ -227,7 +228,7 @@ describeEachDatabase('SSE: upstream timeouts', (db) => {
     await expect(consume()).rejects.toThrow(/silent/);
     expect(text).toBe('first ');
     expect(Date.now() - started).toBeLessThan(1500);
-    expect((await usageRows(s, user.id)).at(-1)).toMatchObject({ endpoint: '/v1/chat/completions', status: 'error', error_code: 'upstream_timeout' });
+    expect((await usageRowsWhen(s, user.id, before + 1)).at(-1)).toMatchObject({ endpoint: '/v1/chat/completions', status: 'error', error_code: 'upstream_timeout' });
   });
 
   it('an upstream that does not answer within the connect timeout: HTTP 504 in the error shape (nothing was streamed yet), no retry', async () => {
@@ -245,7 +246,7 @@ describeEachDatabase('SSE: upstream timeouts', (db) => {
     expect(plain.status).toBe(504);
     expect(expectErrorShape(plain.body).code).toBe('upstream_timeout');
 
-    const rows = (await usageRows(s, user.id)).slice(before);
+    const rows = (await usageRowsWhen(s, user.id, before + 2)).slice(before);
     expect(rows.map((r) => [r.endpoint, r.status, r.error_code])).toEqual([
       ['/llm/general/stream', 'error', 'upstream_timeout'],
       ['/v1/chat/completions', 'error', 'upstream_timeout'],

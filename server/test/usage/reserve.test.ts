@@ -126,7 +126,7 @@ describeEachDatabase('usage reservations', (db) => {
   });
 
   it('settle writes one usage row, however often it is called (also concurrently)', async () => {
-    const usage = service({});
+    const usage = service({ tokens_per_day: 1_000_000 });
     const principal = sessionOf(await insertUser(database.db));
     const reservation = await usage.reserve(principal, { tokens: 100, costUsd: 0.01 }, { requestId: 'req-settle' });
     await Promise.all([reservation.settle(outcome({ status: 'aborted', errorCode: 'client_closed' })), reservation.settle(outcome())]);
@@ -245,8 +245,38 @@ describeEachDatabase('usage reservations', (db) => {
       'day:2026-11-23': [1, 0, 50],
       'minute:2026-11-22T23:59': [1, 0, 0],
       'minute:2026-11-23T00:00': [1, 0, 0],
-      'month:2026-11': [2, 20, 50],
     });
+  });
+
+  it('a caller without limits has no counters: one read before the call, the usage row after it', async () => {
+    const usage = service({});
+    const principal = sessionOf(await insertUser(database.db));
+    const reservation = await usage.reserve(principal, () => {
+      throw new Error('the estimate is not needed without a budget');
+    }, meta);
+    await reservation.settle(outcome());
+    expect(await counters(principal.userId)).toEqual([]);
+    expect(await events(principal.userId)).toHaveLength(1);
+    expect((await usage.summary(principal, {})).limits).toEqual({});
+  });
+
+  it('a limit set in the middle of a window counts what the window already used', async () => {
+    const at = Date.parse('2026-11-22T12:00:00Z');
+    const principal = sessionOf(await insertUser(database.db));
+    const free = service({}, {}, { now: () => at });
+    for (let i = 0; i < 3; i++) await (await free.reserve(principal, { tokens: 0, costUsd: 0 }, meta)).settle(outcome({ promptTokens: 100, completionTokens: 100, costUsd: 0.25 }));
+    // Yesterday's row is outside today's window.
+    await (await service({}, {}, { now: () => at - 86_400_000 }).reserve(principal, { tokens: 0, costUsd: 0 }, meta)).settle(outcome());
+
+    const limited = service({ requests_per_day: 4, tokens_per_day: 1000, cost_usd_per_month: 1 }, {}, { now: () => at });
+    // Before any call was checked against them, GET /usage already counts the window's rows.
+    const before = (await limited.summary(principal, {})).limits;
+    expect(before.requests_per_day).toMatchObject({ used: 3, remaining: 1 });
+    expect(before.tokens_per_day).toMatchObject({ used: 600, reserved: 0, remaining: 400 });
+    expect(before.cost_usd_per_month).toMatchObject({ used: 0.75 + 0.001, remaining: 0.249 });
+    await limited.reserve(principal, { tokens: 300, costUsd: 0.1 }, meta);
+    expect((await refusal(limited.reserve(principal, { tokens: 10, costUsd: 0 }, meta))).message).toMatch(/^Daily request limit reached \(requests_per_day: 4\)/);
+    expect(await dayCounter(principal.userId)).toMatchObject({ requests: 4, tokens_used: 600, tokens_reserved: 300, cost_used: 0.75 });
   });
 
   it('old per-minute counters are cleaned up as reservations go by', async () => {

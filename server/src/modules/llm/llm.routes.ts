@@ -5,7 +5,9 @@ import type { ModuleContext } from '../../platform/module.js';
 import { ANY_CREDENTIAL, AUTHED_ERRORS, errorResponses } from '../../platform/schemas.js';
 import { awaitOrOpen, SseStream } from '../../platform/sse.js';
 import type { LlmGateway } from './llm.service.js';
-import type { ChatChunk, ChatMessage, ChatRequest, EmbeddingsRequest } from './providers/provider.js';
+import type { ChatMessage, ChatRequest, EmbeddingsRequest } from './providers/provider.js';
+
+const DONE = 'data: [DONE]\n\n';
 
 const tags = ['llm'];
 const errors = { ...AUTHED_ERRORS, ...errorResponses(502, 503, 504) };
@@ -76,25 +78,24 @@ export async function llmRoutes(app: FastifyInstance, ctx: ModuleContext, gatewa
     const body = request.body as ChatRequest;
     const meta = { endpoint: '/v1/chat/completions', requestId: String(request.id) };
     if (!body.stream) {
-      const { completion } = await gateway.complete(request.principal!, body, { ...meta, signal: abortOnClose(reply) });
+      const { completion } = await gateway.complete(request.principal!, body, { ...meta, signal: abortOnClose(reply), meterInBackground: true });
       return completion;
     }
     const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true;
     const sse = new SseStream(reply, heartbeatMs);
-    const stream = await gateway.stream(request.principal!, body, { ...meta, signal: sse.clientGone });
-    let sawUsage = false;
-    await relay(stream, sse, heartbeatMs, async (chunk) => {
-      if (chunk.choices.length === 0 && chunk.usage) {
-        sawUsage = true;
-        if (!includeUsage) return;
-      }
-      await sse.send(JSON.stringify(chunk));
+    const stream = await gateway.wireStream(request.principal!, body, { ...meta, signal: sse.clientGone }, includeUsage);
+    await relay(stream, sse, heartbeatMs, async (piece) => {
+      if (Buffer.isBuffer(piece)) return sse.sendRaw(piece);
+      if (piece.choices.length === 0 && piece.usage && !includeUsage) return;
+      await sse.send(JSON.stringify(piece));
     }, async () => {
-      if (includeUsage && !sawUsage) {
-        const usage = await stream.metered;
-        await sse.send(JSON.stringify({ id: `chatcmpl-usage-${String(request.id)}`, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: stream.model, choices: [], usage: { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, total_tokens: usage.total_tokens } }));
-      }
-      await sse.send('[DONE]');
+      // Known as the stream ends; the usage row is written afterwards, off the client's path.
+      const usage = await stream.usage;
+      // The upstream reported none: Keel's estimate takes the usage chunk's place.
+      const estimate = includeUsage && usage.estimated
+        ? `data: ${JSON.stringify({ id: `chatcmpl-usage-${String(request.id)}`, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: stream.model, choices: [], usage: { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, total_tokens: usage.total_tokens } })}\n\n`
+        : '';
+      sse.end(estimate + DONE);
     }, async (err) => {
       await sse.send(JSON.stringify(errorBody(err.statusCode, err.code, err.message, String(request.id))));
     });
@@ -104,7 +105,7 @@ export async function llmRoutes(app: FastifyInstance, ctx: ModuleContext, gatewa
   app.post('/v1/embeddings', {
     preHandler: llm,
     schema: { tags, summary: 'OpenAI-compatible embeddings', security: ANY_CREDENTIAL, body: EmbeddingsBody, response: { ...errors } },
-  }, async (request, reply) => gateway.embeddings(request.principal!, request.body as EmbeddingsRequest, { endpoint: '/v1/embeddings', requestId: String(request.id), signal: abortOnClose(reply) }));
+  }, async (request, reply) => gateway.embeddings(request.principal!, request.body as EmbeddingsRequest, { endpoint: '/v1/embeddings', requestId: String(request.id), signal: abortOnClose(reply), meterInBackground: true }));
 
   app.post('/llm/:preset', {
     preHandler: llm,
@@ -114,7 +115,7 @@ export async function llmRoutes(app: FastifyInstance, ctx: ModuleContext, gatewa
     },
   }, async (request, reply) => {
     const { preset } = request.params as Static<typeof PresetParams>;
-    const { completion, usage } = await gateway.complete(request.principal!, presetRequest(gateway, request), { endpoint: `/llm/${preset}`, requestId: String(request.id), signal: abortOnClose(reply) });
+    const { completion, usage } = await gateway.complete(request.principal!, presetRequest(gateway, request), { endpoint: `/llm/${preset}`, requestId: String(request.id), signal: abortOnClose(reply), meterInBackground: true });
     const output = completion.choices.map((c) => (typeof c.message.content === 'string' ? c.message.content : '')).join('');
     const { cost_usd, ...counts } = usage;
     return { output, model: completion.model, usage: counts, cost_usd };
@@ -135,7 +136,7 @@ export async function llmRoutes(app: FastifyInstance, ctx: ModuleContext, gatewa
       const text = chunk.choices.map((c) => (typeof c.delta.content === 'string' ? c.delta.content : '')).join('');
       if (text) await sse.send(JSON.stringify({ text }), 'delta');
     }, async () => {
-      const { cost_usd, ...usage } = await stream.metered;
+      const { cost_usd, ...usage } = await stream.usage;
       await sse.send(JSON.stringify({ usage, cost_usd }), 'done');
     }, async (err) => {
       await sse.send(JSON.stringify({ code: err.code, message: err.message }), 'error');
@@ -148,11 +149,11 @@ export async function llmRoutes(app: FastifyInstance, ctx: ModuleContext, gatewa
  * Pumps a gateway stream into SSE. A failure before anything was sent becomes an ordinary HTTP error
  * (status and JSON body); after that it becomes an error event and the stream ends — never a hang.
  */
-async function relay(
-  stream: AsyncIterable<ChatChunk>,
+async function relay<Piece>(
+  stream: AsyncIterable<Piece>,
   sse: SseStream,
   heartbeatMs: number,
-  onChunk: (chunk: ChatChunk) => Promise<void>,
+  onChunk: (piece: Piece) => Promise<void>,
   onDone: () => Promise<void>,
   onError: (err: AppError) => Promise<void>,
 ): Promise<void> {

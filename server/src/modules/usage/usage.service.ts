@@ -5,6 +5,7 @@ import type { Principal } from '../../platform/auth.js';
 import { AppError, type ErrorDetail } from '../../platform/errors.js';
 import { uuidv7 } from '../../platform/ids.js';
 import { usageRepository as repo, type Aggregate, type GroupBy, type UsageCounterRow } from './usage.repository.js';
+import { MeteringStatements, type CounterCaps, type CounterOwner } from './usage.statements.js';
 
 /** The limit names of keel.config's `limits.user` / `limits.api_key` (and `LIMIT_*` variables). */
 export const LIMIT_NAMES = ['requests_per_minute', 'requests_per_day', 'tokens_per_day', 'tokens_per_month', 'cost_usd_per_day', 'cost_usd_per_month'] as const;
@@ -110,6 +111,7 @@ export interface UsageServiceOptions {
 interface CounterPlan {
   key: string;
   scope: LimitScope;
+  owner: CounterOwner;
   period: Period;
   window: Window;
   limits: Array<{ name: LimitName; max: number }>;
@@ -117,8 +119,11 @@ interface CounterPlan {
 
 interface Window {
   bucket: string;
+  startsAt: number;
   resetsAt: number;
 }
+
+const NOTHING = { tokens: 0, cost: 0 } as const;
 
 const DAY_MS = 86_400_000;
 /** The longest `from`–`to` span a summary covers. */
@@ -129,11 +134,16 @@ const MINUTE_COUNTER_TTL_MS = 5 * 60_000;
  * Metering and budgets. `reserve` checks and reserves, in one transaction, against every limit that
  * applies (the database arbitrates between concurrent requests and processes); `settle` records the
  * call and turns the reservation into use. Also the read side: summaries, logs and limit status.
+ *
+ * Counters exist only for the windows a limit watches: a caller without limits costs one read (their
+ * limit overrides) before the call and one insert (the usage row) after it. A counter is created when
+ * a call is first checked against it, from the events of its window so far (`MeteringStatements.seed`).
  */
 export class UsageService {
   private readonly now: () => number;
   private readonly pruneEvery: number;
-  private reservations = 0;
+  private readonly sql: MeteringStatements;
+  private minuteReservations = 0;
 
   constructor(
     private readonly db: Kysely<DB>,
@@ -143,6 +153,7 @@ export class UsageService {
   ) {
     this.now = options.now ?? Date.now;
     this.pruneEvery = options.pruneEvery ?? 200;
+    this.sql = new MeteringStatements(dialect);
   }
 
   /**
@@ -154,25 +165,39 @@ export class UsageService {
    * message naming the limit, e.g. "Daily token budget reached (tokens_per_day: 100000); resets in 3 h 12 min."
    * Nothing is reserved when it throws.
    */
-  async reserve(principal: Principal, estimate: Estimate, meta: { requestId: string }): Promise<Reservation> {
+  async reserve(principal: Principal, estimate: Estimate | (() => Estimate), meta: { requestId: string }): Promise<Reservation> {
     const now = this.now();
-    const charge = { tokens: wholeCount(estimate.tokens), cost: amount(estimate.costUsd) };
     const plans = this.plan(principal, await this.userLimits(principal.userId), now);
-    const at = new Date(now).toISOString();
-    await this.db.transaction().execute(async (trx) => {
-      await repo.ensureCounters(trx, plans.map((p) => ({ key: p.key, user_id: principal.userId })), at);
-      for (const plan of plans) {
-        // Minute counters only guard the request rate; tokens and cost are budgeted per day and month.
-        const planCharge = plan.period === 'minute' ? { tokens: 0, cost: 0 } : charge;
-        const caps = Object.fromEntries(plan.limits.map((l) => [LIMITS[l.name].measure, l.max]));
-        if (!(await repo.reserve(trx, plan.key, planCharge, caps, at))) {
-          const [row] = await repo.counters(trx, [plan.key]);
-          throw limitExceeded(plan, exceededLimit(plan, row, planCharge), now);
-        }
-      }
-    });
-    await this.pruneNow(now);
-    return new CounterReservation(this.db, principal, meta.requestId, plans.filter((p) => p.period !== 'minute'), charge, this.now);
+    // The estimate (a tokenizer pass over the prompt) is only worked out when a day or month counter
+    // will hold it; minute counters only count requests.
+    const charged = plans.some((p) => p.period !== 'minute');
+    const charge = charged ? chargeOf(typeof estimate === 'function' ? estimate() : estimate) : NOTHING;
+    if (plans.length > 0) {
+      const at = new Date(now).toISOString();
+      // One counter needs no transaction (its UPDATE is atomic); several are reserved all or nothing.
+      if (plans.length === 1) await this.reserveOn(this.db, principal, plans[0]!, charge, at, now);
+      else await this.db.transaction().execute(async (trx) => {
+        for (const plan of plans) await this.reserveOn(trx, principal, plan, charge, at, now);
+      });
+      if (plans.some((p) => p.period === 'minute')) await this.pruneNow(now);
+    }
+    return new CounterReservation(this.db, this.sql, principal, meta.requestId, plans.filter((p) => p.period !== 'minute'), charge, this.now);
+  }
+
+  /** Reserves on one counter (creating it on its window's first call) or throws `limit_exceeded`. */
+  private async reserveOn(db: Kysely<DB>, principal: Principal, plan: CounterPlan, charge: { tokens: number; cost: number }, at: string, now: number): Promise<void> {
+    // Minute counters only guard the request rate; tokens and cost are budgeted per day and month.
+    const planCharge = plan.period === 'minute' ? NOTHING : charge;
+    const caps: CounterCaps = Object.fromEntries(plan.limits.map((l) => [LIMITS[l.name].measure, l.max]));
+    if (await this.sql.reserve(db, plan.key, planCharge, caps, at)) return;
+    let row = await this.sql.counter(db, plan.key);
+    if (!row) {
+      const window = { from: new Date(plan.window.startsAt).toISOString(), to: new Date(plan.window.resetsAt).toISOString() };
+      await this.sql.seed(db, plan.key, principal.userId, plan.owner, window, at);
+      if (await this.sql.reserve(db, plan.key, planCharge, caps, at)) return;
+      row = await this.sql.counter(db, plan.key);
+    }
+    throw limitExceeded(plan, exceededLimit(plan, row, planCharge), now);
   }
 
   /** The caller's usage between `from` and `to`, grouped, and the status of every limit that applies to them. */
@@ -205,14 +230,13 @@ export class UsageService {
 
   /** The user's limits: the configured defaults, overlaid by the admin's overrides in `users.limits`. */
   private async userLimits(userId: string): Promise<Limits> {
-    const row = await repo.userLimits(this.db, userId);
+    const row = await this.sql.userLimits(this.db, userId);
     return overlay(this.limits.user, row?.limits ?? null);
   }
 
   /**
-   * The counters a reservation touches, sorted by key so that concurrent transactions lock rows in one
-   * order. The user's day and month counters always exist (they feed `GET /usage`); a minute counter,
-   * and the key's counters, only where a limit needs them.
+   * The counters a reservation touches — one per scope and window that a limit watches, none for a
+   * caller without limits — sorted by key so that concurrent transactions lock rows in one order.
    */
   private plan(principal: Pick<Principal, 'userId' | 'kind' | 'apiKeyId'>, userLimits: Limits, now: number): CounterPlan[] {
     const plans = new Map<string, CounterPlan>();
@@ -220,11 +244,9 @@ export class UsageService {
       const window = windowOf(period, now);
       const key = `${scope === 'user' ? 'user' : 'key'}:${id}:${period}:${window.bucket}`;
       let plan = plans.get(key);
-      if (!plan) plans.set(key, (plan = { key, scope, period, window, limits: [] }));
+      if (!plan) plans.set(key, (plan = { key, scope, owner: { scope, id }, period, window, limits: [] }));
       return plan;
     };
-    add('user', principal.userId, 'day');
-    add('user', principal.userId, 'month');
     const scopes: Array<[LimitScope, string, Limits]> = [['user', principal.userId, userLimits]];
     if (principal.kind === 'api_key' && principal.apiKeyId) scopes.push(['api_key', principal.apiKeyId, this.limits.apiKey]);
     for (const [scope, id, limits] of scopes) {
@@ -238,11 +260,12 @@ export class UsageService {
   }
 
   private async limitStatus(principal: Pick<Principal, 'userId' | 'kind' | 'apiKeyId'>, now: number): Promise<Partial<Record<LimitName, LimitStatus>>> {
-    const plans = this.plan(principal, await this.userLimits(principal.userId), now).filter((p) => p.limits.length > 0);
+    const plans = this.plan(principal, await this.userLimits(principal.userId), now);
     const rows = new Map((await repo.counters(this.db, plans.map((p) => p.key))).map((r) => [r.key, r]));
     const out: Partial<Record<LimitName, LimitStatus>> = {};
     for (const plan of plans) {
-      const row = rows.get(plan.key);
+      // No call was checked against this window yet: what its counter would start from.
+      const row = rows.get(plan.key) ?? await this.unopenedCounter(plan);
       for (const { name, max } of plan.limits) {
         const status = statusOf(name, max, plan, row);
         const current = out[name];
@@ -264,9 +287,14 @@ export class UsageService {
     return rows.map((r) => ({ ...r, email: emails.get(r.group) ?? null }));
   }
 
+  private async unopenedCounter(plan: CounterPlan): Promise<UsageCounterRow> {
+    const t = await repo.periodTotals(this.db, plan.owner, new Date(plan.window.startsAt).toISOString(), new Date(plan.window.resetsAt).toISOString());
+    return { key: plan.key, user_id: '', requests: t.requests, tokens_used: t.tokens, tokens_reserved: 0, cost_used: t.cost, cost_reserved: 0, updated_at: '' };
+  }
+
   private async pruneNow(now: number): Promise<void> {
-    this.reservations += 1;
-    if (this.reservations % this.pruneEvery !== 0) return;
+    this.minuteReservations += 1;
+    if (this.minuteReservations % this.pruneEvery !== 0) return;
     try {
       await repo.pruneMinuteCounters(this.db, new Date(now - MINUTE_COUNTER_TTL_MS).toISOString());
     } catch {
@@ -281,8 +309,10 @@ class CounterReservation implements Reservation {
 
   constructor(
     private readonly db: Kysely<DB>,
+    private readonly sql: MeteringStatements,
     private readonly principal: Principal,
     private readonly requestId: string,
+    /** The day and month counters reserved on (none for a caller without limits). */
     private readonly plans: readonly CounterPlan[],
     private readonly reserved: { tokens: number; cost: number },
     private readonly now: () => number,
@@ -297,30 +327,33 @@ class CounterReservation implements Reservation {
     const completionTokens = wholeCount(outcome.completionTokens);
     const actual = { tokens: promptTokens + completionTokens, cost: amount(outcome.costUsd) };
     const at = new Date(this.now()).toISOString();
+    const row = {
+      id: uuidv7(),
+      user_id: this.principal.userId,
+      api_key_id: this.principal.apiKeyId ?? null,
+      device_id: this.principal.deviceId ?? null,
+      request_id: this.requestId,
+      endpoint: outcome.endpoint,
+      provider: outcome.provider,
+      model: outcome.model,
+      prompt_tokens: promptTokens,
+      completion_tokens: completionTokens,
+      total_tokens: actual.tokens,
+      estimated: outcome.estimated ? 1 : 0,
+      cost_usd: actual.cost,
+      latency_ms: wholeCount(outcome.latencyMs),
+      ttft_ms: outcome.ttftMs === null ? null : wholeCount(outcome.ttftMs),
+      status: outcome.status,
+      error_code: outcome.errorCode,
+      message_id: outcome.messageId ?? null,
+      created_at: at,
+    };
+    // Without counters the row is one statement, atomic by itself.
+    if (this.plans.length === 0) return this.sql.insertEvent(this.db, row);
     await this.db.transaction().execute(async (trx) => {
-      await repo.insertEvent(trx, {
-        id: uuidv7(),
-        user_id: this.principal.userId,
-        api_key_id: this.principal.apiKeyId ?? null,
-        device_id: this.principal.deviceId ?? null,
-        request_id: this.requestId,
-        endpoint: outcome.endpoint,
-        provider: outcome.provider,
-        model: outcome.model,
-        prompt_tokens: promptTokens,
-        completion_tokens: completionTokens,
-        total_tokens: actual.tokens,
-        estimated: outcome.estimated ? 1 : 0,
-        cost_usd: actual.cost,
-        latency_ms: wholeCount(outcome.latencyMs),
-        ttft_ms: outcome.ttftMs === null ? null : wholeCount(outcome.ttftMs),
-        status: outcome.status,
-        error_code: outcome.errorCode,
-        message_id: outcome.messageId ?? null,
-        created_at: at,
-      });
+      await this.sql.insertEvent(trx, row);
       // Use lands on the counters of the window the request was reserved in, where its reservation is.
-      for (const plan of this.plans) await repo.settle(trx, plan.key, this.reserved, actual, at);
+      await this.sql.settle(trx, this.plans.map((p) => p.key), this.reserved, actual, at);
     });
   }
 }
@@ -329,9 +362,12 @@ class CounterReservation implements Reservation {
 function windowOf(period: Period, now: number): Window {
   const d = new Date(now);
   const iso = d.toISOString();
-  if (period === 'minute') return { bucket: iso.slice(0, 16), resetsAt: Math.floor(now / 60_000) * 60_000 + 60_000 };
-  if (period === 'day') return { bucket: iso.slice(0, 10), resetsAt: Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + 1) };
-  return { bucket: iso.slice(0, 7), resetsAt: Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) };
+  if (period === 'minute') {
+    const startsAt = Math.floor(now / 60_000) * 60_000;
+    return { bucket: iso.slice(0, 16), startsAt, resetsAt: startsAt + 60_000 };
+  }
+  if (period === 'day') return { bucket: iso.slice(0, 10), startsAt: Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()), resetsAt: Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + 1) };
+  return { bucket: iso.slice(0, 7), startsAt: Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1), resetsAt: Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) };
 }
 
 /**
@@ -426,6 +462,7 @@ function daysOf(range: { from: string; to: string }): string[] {
   return days;
 }
 
+const chargeOf = (estimate: Estimate): { tokens: number; cost: number } => ({ tokens: wholeCount(estimate.tokens), cost: amount(estimate.costUsd) });
 const wholeCount = (n: number): number => (Number.isFinite(n) && n > 0 ? Math.ceil(n) : 0);
 const amount = (n: number): number => (Number.isFinite(n) && n > 0 ? n : 0);
 /** Sums of floating-point costs carry noise in the last digits; nine decimals is far below any price. */

@@ -29,7 +29,8 @@
  * pause_turn → 'stop', max_tokens → 'length', tool_use → 'tool_calls', refusal → 'content_filter';
  * usage: prompt = input + cache-creation + cache-read tokens, completion = output tokens.
  *
- * Resilience: a connect timeout until the response headers, an idle timeout between body reads,
+ * Transport: the provider's keep-alive connection pool (upstream-http.ts). Resilience: a connect
+ * timeout until the response headers, an idle timeout between body reads,
  * retries with exponential backoff and jitter on 429/5xx/network errors before any response byte was
  * used (an upstream Retry-After of at most 30 s replaces the backoff; a longer one ends the retries),
  * never after. Errors carry Keel's own messages only, never the upstream body or the key.
@@ -49,6 +50,7 @@ import {
   type ResilienceOptions,
   type Usage,
 } from './provider.js';
+import { createUpstreamClient, TransportError, type UpstreamClient, type UpstreamResponse } from './upstream-http.js';
 
 export interface AnthropicProviderOptions {
   /** The provider's name in Keel's configuration; appears in error messages as `Anthropic (name)`. */
@@ -510,56 +512,33 @@ class StreamTranslator {
 // ---------------------------------------------------------------------------------------------
 // Transport
 
-function parseRetryAfter(headers: Headers): number | undefined {
-  const ms = headers.get('retry-after-ms');
-  if (ms !== null && /^\d+(\.\d+)?$/.test(ms.trim())) return Number(ms) / 1000;
-  const value = headers.get('retry-after');
-  if (value === null) return undefined;
+function parseRetryAfter(response: UpstreamResponse): number | undefined {
+  const ms = response.header('retry-after-ms');
+  if (ms !== undefined && /^\d+(\.\d+)?$/.test(ms.trim())) return Number(ms) / 1000;
+  const value = response.header('retry-after');
+  if (value === undefined) return undefined;
   if (/^\d+(\.\d+)?$/.test(value.trim())) return Number(value);
   const date = Date.parse(value);
   return Number.isNaN(date) ? undefined : Math.max(0, (date - Date.now()) / 1000);
 }
 
-interface Connection {
-  response: Response;
-  controller: AbortController;
-  detach(): void;
-}
-
-/** Reads a response body with an idle timeout, mapping every failure to an UpstreamError. */
+/** Reads a response body (the idle timeout is the transport's), mapping every failure to an UpstreamError. */
 class BodyReader {
-  private readonly reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
-  private closed = false;
-
   constructor(
-    private readonly connection: Connection,
-    private readonly idleTimeoutMs: number,
+    private readonly response: UpstreamResponse,
     private readonly signal: AbortSignal,
     private readonly errors: Errors,
-  ) {
-    this.reader = connection.response.body?.getReader();
-  }
+  ) {}
 
   /** The next bytes, or undefined at the end of the body. */
   async read(): Promise<Uint8Array | undefined> {
-    if (!this.reader) return undefined;
-    let timer: NodeJS.Timeout | undefined;
-    let timedOut = false;
-    const idle = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        timedOut = true;
-        reject(new Error('idle'));
-      }, this.idleTimeoutMs);
-    });
+    if (this.signal.aborted) throw this.errors.aborted();
     try {
-      const result = await Promise.race([this.reader.read(), idle]);
-      return result.done ? undefined : result.value;
-    } catch {
+      return await this.response.read();
+    } catch (err) {
       if (this.signal.aborted) throw this.errors.aborted();
-      if (timedOut) throw this.errors.idle(this.idleTimeoutMs);
+      if (err instanceof TransportError && err.failure === 'idle') throw this.errors.idle(this.errors.idleTimeoutMs);
       throw this.errors.broken();
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -569,17 +548,15 @@ class BodyReader {
     return Buffer.concat(parts).toString('utf8');
   }
 
-  /** Ends the upstream request now (idempotent): cancels the body and aborts the fetch. */
+  /** Ends the upstream request now if its body was not read to the end (idempotent). */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.connection.detach();
-    this.reader?.cancel().catch(() => undefined);
-    this.connection.controller.abort();
+    this.response.close();
   }
 }
 
 interface Errors {
+  /** What `idle` reports. */
+  readonly idleTimeoutMs: number;
   aborted: () => UpstreamError;
   connectTimeout: (ms: number) => UpstreamError;
   idle: (ms: number) => UpstreamError;
@@ -587,8 +564,9 @@ interface Errors {
   unreachable: () => UpstreamError;
 }
 
-function errorsFor(what: string): Errors {
+function errorsFor(what: string, idleTimeoutMs: number): Errors {
   return {
+    idleTimeoutMs,
     aborted: () => new UpstreamError('upstream_aborted', `The request to ${what} was aborted.`, 499, false),
     connectTimeout: (ms) => new UpstreamError('upstream_timeout', `${what} did not answer within ${ms} ms.`, 504, true),
     idle: (ms) => new UpstreamError('upstream_timeout', `${what} went silent for ${ms} ms in the middle of its answer.`, 504, true),
@@ -612,19 +590,17 @@ function sleep(ms: number, signal: AbortSignal, aborted: () => UpstreamError): P
   });
 }
 
-export function createAnthropicProvider(opts: AnthropicProviderOptions): Provider {
+export function createAnthropicProvider(opts: AnthropicProviderOptions, client: UpstreamClient = createUpstreamClient(opts.baseUrl)): Provider {
   const what = `Anthropic (${opts.name})`;
-  const errors = errorsFor(what);
-  const baseUrl = opts.baseUrl.replace(/\/+$/, '');
-  const defaultMaxTokens = opts.defaultMaxTokens ?? DEFAULT_MAX_TOKENS;
   const { connectTimeoutMs, idleTimeoutMs, maxRetries, retryBaseMs } = opts.resilience;
+  const errors = errorsFor(what, idleTimeoutMs);
+  const defaultMaxTokens = opts.defaultMaxTokens ?? DEFAULT_MAX_TOKENS;
 
-  const headers = (withBody: boolean): Record<string, string> => {
-    const h: Record<string, string> = { 'anthropic-version': ANTHROPIC_VERSION, ...opts.headers };
-    if (withBody) h['content-type'] = 'application/json';
-    if (opts.apiKey) h['x-api-key'] = opts.apiKey;
-    return h;
-  };
+  // The same for every call: built once.
+  const base: Record<string, string> = { 'anthropic-version': ANTHROPIC_VERSION, ...opts.headers };
+  if (opts.apiKey) base['x-api-key'] = opts.apiKey;
+  const getHeaders: Readonly<Record<string, string>> = base;
+  const postHeaders: Readonly<Record<string, string>> = { ...base, 'content-type': 'application/json' };
 
   const backoff = (attempt: number): number => {
     const full = Math.min(MAX_BACKOFF_MS, retryBaseMs * 2 ** attempt);
@@ -636,41 +612,27 @@ export function createAnthropicProvider(opts: AnthropicProviderOptions): Provide
    * errors up to `retries` times. Connect timeouts are not retried: the upstream may still be working
    * on (and billing) the request.
    */
-  async function open(path: string, body: string | undefined, signal: AbortSignal, retries: number): Promise<Connection> {
+  async function open(path: string, body: string | undefined, signal: AbortSignal, retries: number): Promise<UpstreamResponse> {
     for (let attempt = 0; ; attempt++) {
       if (signal.aborted) throw errors.aborted();
-      const controller = new AbortController();
-      const onAbort = (): void => controller.abort();
-      signal.addEventListener('abort', onAbort, { once: true });
-      const detach = (): void => signal.removeEventListener('abort', onAbort);
-      let timedOut = false;
-      const timer = setTimeout(() => {
-        timedOut = true;
-        controller.abort();
-      }, connectTimeoutMs);
-
       let failure: UpstreamError;
       let retryable: boolean;
       let delayMs: number | undefined;
       try {
-        const response = await fetch(`${baseUrl}${path}`, { method: body === undefined ? 'GET' : 'POST', headers: headers(body !== undefined), body, signal: controller.signal });
-        clearTimeout(timer);
-        if (response.ok) return { response, controller, detach };
+        const response = await client.send({ method: body === undefined ? 'GET' : 'POST', path, headers: body === undefined ? getHeaders : postHeaders, body, signal, connectTimeoutMs, idleTimeoutMs });
+        if (response.status >= 200 && response.status < 300) return response;
         // The error body is never read: Keel's message must not carry what the provider said.
-        await response.body?.cancel().catch(() => undefined);
-        detach();
-        const retryAfter = parseRetryAfter(response.headers);
+        const retryAfter = parseRetryAfter(response);
+        response.close();
         failure = upstreamErrorFor(response.status, what, retryAfter === undefined ? undefined : Math.ceil(retryAfter));
         retryable = response.status === 429 || response.status >= 500;
         if (retryAfter !== undefined) {
           if (retryAfter > MAX_RETRY_AFTER_SECONDS) retryable = false;
           else delayMs = retryAfter * 1000;
         }
-      } catch {
-        clearTimeout(timer);
-        detach();
+      } catch (err) {
         if (signal.aborted) throw errors.aborted();
-        if (timedOut) throw errors.connectTimeout(connectTimeoutMs);
+        if (err instanceof TransportError && err.failure === 'connect-timeout') throw errors.connectTimeout(connectTimeoutMs);
         failure = errors.unreachable();
         retryable = true;
       }
@@ -680,8 +642,8 @@ export function createAnthropicProvider(opts: AnthropicProviderOptions): Provide
   }
 
   /** The whole body of a response, under the idle timeout; the reader is released either way. */
-  async function readBody(connection: Connection, signal: AbortSignal): Promise<string> {
-    const reader = new BodyReader(connection, idleTimeoutMs, signal, errors);
+  async function readBody(response: UpstreamResponse, signal: AbortSignal): Promise<string> {
+    const reader = new BodyReader(response, signal, errors);
     try {
       return await reader.readAll();
     } finally {
@@ -710,7 +672,7 @@ export function createAnthropicProvider(opts: AnthropicProviderOptions): Provide
       return (async function* (): AsyncGenerator<ChatChunk> {
         const body = toAnthropicRequest({ ...request, stream: true }, defaultMaxTokens);
         const connection = await open('/v1/messages', JSON.stringify(body), signal, maxRetries);
-        const reader = new BodyReader(connection, idleTimeoutMs, signal, errors);
+        const reader = new BodyReader(connection, signal, errors);
         const parser = new SseParser();
         const translator = new StreamTranslator(what, request.model);
         try {

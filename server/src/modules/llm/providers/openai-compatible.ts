@@ -1,55 +1,47 @@
 import type { ProviderConfig } from '../llm.config.js';
 import {
   UpstreamError, upstreamErrorFor,
-  type CallOptions, type ChatChunk, type ChatCompletion, type ChatRequest, type EmbeddingsRequest, type EmbeddingsResponse, type Provider,
+  type CallOptions, type ChatChunk, type ChatCompletion, type ChatRequest, type EmbeddingsRequest, type EmbeddingsResponse, type Provider, type RawStream,
 } from './provider.js';
+import { SseSplitter } from './sse-events.js';
+import { createUpstreamClient, TransportError, type UpstreamClient, type UpstreamResponse } from './upstream-http.js';
 
 /**
  * Any OpenAI-compatible upstream (OpenAI, Groq, Mistral, Together, OpenRouter, Ollama, vLLM,
  * llama.cpp): the body passes through (tools, response_format… untouched); streams ask for the usage
  * chunk; connect and idle timeouts; retries with backoff on 429/5xx/network errors, only before the
- * first byte.
+ * first byte. Calls share one keep-alive connection pool per provider.
  */
-export function createOpenAICompatibleProvider(config: ProviderConfig): Provider {
+export function createOpenAICompatibleProvider(config: ProviderConfig, client: UpstreamClient = createUpstreamClient(config.baseUrl)): Provider {
   const what = `${config.name} (${hostOf(config.baseUrl)})`;
-  const headers = (): Record<string, string> => ({
+  const { connectTimeoutMs, idleTimeoutMs, maxRetries, retryBaseMs } = config.resilience;
+  // The same for every call: built once.
+  const headers: Readonly<Record<string, string>> = {
     'content-type': 'application/json',
     accept: 'application/json, text/event-stream',
     ...(config.apiKey ? { authorization: `Bearer ${config.apiKey}` } : {}),
     ...config.headers,
-  });
+  };
 
   /** POSTs (or GETs) with retries before the first byte; resolves with an OK response whose body is unread. */
-  async function send(path: string, body: unknown, options: CallOptions, method = 'POST'): Promise<Response> {
-    const { connectTimeoutMs, maxRetries, retryBaseMs } = config.resilience;
+  async function send(path: string, body: string | undefined, options: CallOptions): Promise<UpstreamResponse> {
     for (let attempt = 0; ; attempt++) {
-      const connect = new AbortController();
-      const timer = setTimeout(() => connect.abort(), connectTimeoutMs);
-      let response: Response;
+      let response: UpstreamResponse;
       try {
-        response = await fetch(`${config.baseUrl}${path}`, {
-          method,
-          headers: headers(),
-          ...(method === 'POST' ? { body: JSON.stringify(body) } : {}),
-          signal: AbortSignal.any([options.signal, connect.signal]),
-        });
+        response = await client.send({ method: body === undefined ? 'GET' : 'POST', path, headers, body, signal: options.signal, connectTimeoutMs, idleTimeoutMs });
       } catch (err) {
-        clearTimeout(timer);
         if (options.signal.aborted) throw aborted();
-        const failure = connect.signal.aborted
-          ? new UpstreamError('upstream_timeout', `${what} did not answer within ${connectTimeoutMs} ms.`, 504, true)
-          : new UpstreamError('upstream_unavailable', `${what} cannot be reached (${(err as { cause?: { code?: string } }).cause?.code ?? 'network error'}).`, 502, true);
-        if (attempt < maxRetries) {
+        const failure = transportFailure(err, what, connectTimeoutMs, idleTimeoutMs);
+        if (failure.retryable && attempt < maxRetries) {
           await backoff(attempt, retryBaseMs, undefined, options.signal);
           continue;
         }
         throw failure;
       }
-      clearTimeout(timer);
-      if (response.ok) return response;
-      const retryAfter = retryAfterSeconds(response.headers.get('retry-after'));
-      // The upstream's body may echo keys or prompts: it is drained, never forwarded or logged.
-      await response.body?.cancel().catch(() => undefined);
+      if (response.status >= 200 && response.status < 300) return response;
+      const retryAfter = retryAfterSeconds(response.header('retry-after'));
+      // The upstream's body may echo keys or prompts: it is dropped, never forwarded or logged.
+      response.close();
       const failure = upstreamErrorFor(response.status, what, retryAfter);
       if (failure.retryable && attempt < maxRetries) {
         await backoff(attempt, retryBaseMs, retryAfter, options.signal);
@@ -59,8 +51,13 @@ export function createOpenAICompatibleProvider(config: ProviderConfig): Provider
     }
   }
 
-  async function readJson<T>(response: Response, options: CallOptions): Promise<T> {
-    const text = await withIdleTimeout(response.text(), config.resilience.idleTimeoutMs, options.signal, what);
+  async function readJson<T>(response: UpstreamResponse, options: CallOptions): Promise<T> {
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (err) {
+      throw options.signal.aborted ? aborted() : transportFailure(err, what, connectTimeoutMs, idleTimeoutMs);
+    }
     try {
       return JSON.parse(text) as T;
     } catch {
@@ -68,27 +65,44 @@ export function createOpenAICompatibleProvider(config: ProviderConfig): Provider
     }
   }
 
+  async function openStream(request: ChatRequest, options: CallOptions): Promise<RawStream> {
+    const body = { ...request, stream: true, stream_options: { ...(request.stream_options as object | undefined), include_usage: true } };
+    const response = await send('/chat/completions', JSON.stringify(body), options);
+    return {
+      async read() {
+        if (options.signal.aborted) {
+          response.close();
+          throw aborted();
+        }
+        try {
+          return await response.read();
+        } catch (err) {
+          throw options.signal.aborted ? aborted() : transportFailure(err, what, connectTimeoutMs, idleTimeoutMs);
+        }
+      },
+      close: () => response.close(),
+    };
+  }
+
   return {
     name: config.name,
     kind: 'openai',
     async chat(request: ChatRequest, options: CallOptions): Promise<ChatCompletion> {
-      const response = await send('/chat/completions', { ...request, stream: false }, options);
+      const response = await send('/chat/completions', JSON.stringify({ ...request, stream: false }), options);
       return readJson<ChatCompletion>(response, options);
     },
+    openStream,
     stream(request: ChatRequest, options: CallOptions): AsyncIterable<ChatChunk> {
-      const body = { ...request, stream: true, stream_options: { ...(request.stream_options as object | undefined), include_usage: true } };
-      return {
-        [Symbol.asyncIterator]: () => sseChunks(send('/chat/completions', body, options), config.resilience.idleTimeoutMs, options.signal, what),
-      };
+      return { [Symbol.asyncIterator]: () => sseChunks(openStream(request, options), options.signal, what) };
     },
     async embeddings(request: EmbeddingsRequest, options: CallOptions): Promise<EmbeddingsResponse> {
-      const response = await send('/embeddings', request, options);
+      const response = await send('/embeddings', JSON.stringify(request), options);
       return readJson<EmbeddingsResponse>(response, options);
     },
     async check(options: CallOptions) {
       try {
-        const response = await send('/models', undefined, options, 'GET');
-        await response.body?.cancel();
+        const response = await send('/models', undefined, options);
+        response.close();
         return { ok: true, detail: `${what} answers` };
       } catch (err) {
         return { ok: false, detail: (err as Error).message };
@@ -97,24 +111,14 @@ export function createOpenAICompatibleProvider(config: ProviderConfig): Provider
   };
 }
 
-/** Parses `data: {json}` events of an SSE body into chunks; `[DONE]` ends it; silence longer than idleMs fails. */
-async function* sseChunks(responsePromise: Promise<Response>, idleMs: number, signal: AbortSignal, what: string): AsyncGenerator<ChatChunk> {
-  const response = await responsePromise;
-  if (!response.body) throw new UpstreamError('upstream_error', `${what} sent an empty stream.`, 502, false);
-  const reader: ReadableStreamDefaultReader<Uint8Array> = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = '';
+/** Parses the `data: {json}` events of a streamed body into chunks; `[DONE]` ends it. */
+async function* sseChunks(opening: Promise<RawStream>, signal: AbortSignal, what: string): AsyncGenerator<ChatChunk> {
+  const body = await opening;
+  const splitter = new SseSplitter();
   try {
-    for (;;) {
-      const { done, value } = await withIdleTimeout(reader.read(), idleMs, signal, what);
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let boundary: number;
-      while ((boundary = buffer.search(/\r?\n\r?\n/)) !== -1) {
-        const event = buffer.slice(0, boundary);
-        buffer = buffer.slice(boundary).replace(/^\r?\n\r?\n/, '');
-        const data = event.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
-        if (!data) continue;
+    for (let bytes = await body.read(); bytes !== undefined; bytes = await body.read()) {
+      for (const { data } of splitter.push(bytes).blocks) {
+        if (data === undefined) continue;
         if (data === '[DONE]') return;
         let parsed: ChatChunk & { error?: unknown };
         try {
@@ -127,33 +131,27 @@ async function* sseChunks(responsePromise: Promise<Response>, idleMs: number, si
       }
     }
     if (signal.aborted) throw aborted();
-  } catch (err) {
-    if (err instanceof UpstreamError) throw err;
-    if (signal.aborted) throw aborted();
-    throw new UpstreamError('upstream_unavailable', `${what} broke off the stream.`, 502, false);
   } finally {
     // Stops the upstream request when the consumer stops early (client gone, error, limit).
-    await reader.cancel().catch(() => undefined);
+    body.close();
   }
 }
 
-/** Awaits `promise`, failing with upstream_timeout after `ms` of silence or upstream_aborted on abort. */
-async function withIdleTimeout<T>(promise: Promise<T>, ms: number, signal: AbortSignal, what: string): Promise<T> {
-  if (signal.aborted) throw aborted();
-  let timer: NodeJS.Timeout | undefined;
-  let onAbort: (() => void) | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new UpstreamError('upstream_timeout', `${what} went silent for ${ms} ms.`, 504, false)), ms);
-        onAbort = () => reject(aborted());
-        signal.addEventListener('abort', onAbort, { once: true });
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-    if (onAbort) signal.removeEventListener('abort', onAbort);
+/** A transport failure (or anything unexpected) as the UpstreamError Keel reports. */
+function transportFailure(err: unknown, what: string, connectTimeoutMs: number, idleTimeoutMs: number): UpstreamError {
+  if (err instanceof UpstreamError) return err;
+  const failure = err instanceof TransportError ? err.failure : 'broken';
+  switch (failure) {
+    case 'aborted':
+      return aborted();
+    case 'connect-timeout':
+      return new UpstreamError('upstream_timeout', `${what} did not answer within ${connectTimeoutMs} ms.`, 504, true);
+    case 'unreachable':
+      return new UpstreamError('upstream_unavailable', `${what} cannot be reached (${(err as TransportError).code ?? 'network error'}).`, 502, true);
+    case 'idle':
+      return new UpstreamError('upstream_timeout', `${what} went silent for ${idleTimeoutMs} ms.`, 504, false);
+    default:
+      return new UpstreamError('upstream_unavailable', `${what} broke off the stream.`, 502, false);
   }
 }
 
@@ -165,15 +163,23 @@ async function backoff(attempt: number, baseMs: number, retryAfterSeconds: numbe
   const computed = baseMs * 2 ** attempt * (0.5 + Math.random());
   const ms = retryAfterSeconds !== undefined && retryAfterSeconds <= 30 ? Math.max(retryAfterSeconds * 1000, computed) : computed;
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
+    if (signal.aborted) {
+      reject(aborted());
+      return;
+    }
+    const onAbort = (): void => {
       clearTimeout(timer);
       reject(aborted());
-    }, { once: true });
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
   });
 }
 
-function retryAfterSeconds(header: string | null): number | undefined {
+function retryAfterSeconds(header: string | undefined): number | undefined {
   if (!header) return undefined;
   const n = Number(header);
   if (Number.isFinite(n)) return n;

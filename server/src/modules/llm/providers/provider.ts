@@ -70,6 +70,14 @@ export interface CallOptions {
   signal: AbortSignal;
 }
 
+/** The body of a streamed answer as it arrives. */
+export interface RawStream {
+  /** The bytes received since the previous read (one or more socket reads' worth), or undefined at the end; fails with an UpstreamError. */
+  read(): Promise<Buffer | undefined>;
+  /** Stops reading; an unfinished upstream request is cancelled. Idempotent. */
+  close(): void;
+}
+
 export interface Provider {
   readonly name: string;
   readonly kind: 'openai' | 'anthropic';
@@ -81,6 +89,12 @@ export interface Provider {
    * like any other chunk (with `choices: []`).
    */
   stream(request: ChatRequest, options: CallOptions): AsyncIterable<ChatChunk>;
+  /**
+   * OpenAI-compatible adapters only: the same streamed call, as the upstream's SSE bytes (OpenAI's
+   * chunk format, with the usage chunk asked for), for relaying them without re-serializing each chunk.
+   * Resolves once the upstream answered 2xx, after the same retries as `stream`.
+   */
+  openStream?(request: ChatRequest, options: CallOptions): Promise<RawStream>;
   embeddings(request: EmbeddingsRequest, options: CallOptions): Promise<EmbeddingsResponse>;
   /** Whether the upstream answers at all (for `keel doctor`), with a short reason when not. */
   check(options: CallOptions): Promise<{ ok: boolean; detail: string }>;
