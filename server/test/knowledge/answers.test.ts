@@ -42,6 +42,9 @@ describeEachDatabase('knowledge: hybrid search with an embedder, and answers wit
     const doc = await ingest(s, user, 'garage.md', '# Garage\n\nAutomobile servicing schedule: every twelve months.\n');
     await ingest(s, user, 'kitchen.md', '# Kitchen\n\nBake the bread at two hundred degrees.\n');
     expect(doc.embedding_model).toBeTruthy();
+    // A chunk is embedded with its heading path above its text.
+    const inputs = embeddings.requests.flatMap((r) => ((r.body as { input?: unknown }).input as string[] | undefined) ?? []);
+    expect(inputs).toContain('Garage\n\nAutomobile servicing schedule: every twelve months.');
 
     const lexical = await search(s, user, { query: 'car maintenance plan', mode: 'lexical' });
     expect(lexical.body.mode).toBe('lexical');

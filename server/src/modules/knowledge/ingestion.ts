@@ -21,6 +21,12 @@ export interface IngestionDeps {
 const EMBED_ROUND = 64;
 
 /**
+ * What is embedded for a chunk: its heading path (or OpenAPI operation) above its text, so a chunk is
+ * found by what its section is about even when its own words do not say it.
+ */
+export const embeddingInput = (chunk: { heading: string | null; text: string }): string => (chunk.heading ? `${chunk.heading}\n\n${chunk.text}` : chunk.text);
+
+/**
  * The ingestion pipeline, as durable jobs: parse the stored original, replace the document's chunks in
  * one transaction (so a retry after a crash starts clean and never duplicates), then embed them in
  * rounds. The document's status follows: pending → processing → ready | failed.
@@ -82,7 +88,7 @@ async function embedDocument(deps: IngestionDeps, doc: DocumentRow, ctx: JobCont
   for (let i = 0; i < chunks.length; i += EMBED_ROUND) {
     ctx.signal.throwIfAborted();
     const round = chunks.slice(i, i + EMBED_ROUND);
-    const vectors = await embedder.embed(round.map((c) => c.text), { purpose: 'document', signal: ctx.signal });
+    const vectors = await embedder.embed(round.map(embeddingInput), { purpose: 'document', signal: ctx.signal });
     await deps.index.putVectors(db, embedder.model, round.map((c, j) => ({ chunkSeq: c.seq, chunkId: c.id, userId: c.user_id, collectionId: c.collection_id, vector: vectors[j]! })));
     await ctx.progress(0.2 + (0.8 * Math.min(chunks.length, i + EMBED_ROUND)) / chunks.length);
   }
@@ -102,7 +108,7 @@ async function reembed(deps: IngestionDeps, ctx: JobContext): Promise<unknown> {
     ctx.signal.throwIfAborted();
     const batch = await deps.index.chunksMissingVectors(embedder.model, EMBED_ROUND);
     if (batch.length === 0) break;
-    const vectors = await embedder.embed(batch.map((c) => c.text), { purpose: 'document', signal: ctx.signal });
+    const vectors = await embedder.embed(batch.map(embeddingInput), { purpose: 'document', signal: ctx.signal });
     await deps.index.putVectors(db, embedder.model, batch.map((c, j) => ({ chunkSeq: c.seq, chunkId: c.id, userId: c.user_id, collectionId: c.collection_id, vector: vectors[j]! })));
     embedded += batch.length;
     await ctx.progress(0.5);

@@ -94,7 +94,7 @@ export const knowledgeRepository = {
 
   /** The document's chunks in order, with the integer key the vector index uses. */
   chunksOf: (db: Db, documentId: string) =>
-    db.selectFrom('chunks').select(['seq', 'id', 'user_id', 'collection_id', 'text']).where('document_id', '=', documentId).orderBy('ordinal').execute(),
+    db.selectFrom('chunks').select(['seq', 'id', 'user_id', 'collection_id', 'heading', 'text']).where('document_id', '=', documentId).orderBy('ordinal').execute(),
 
   /** A page of a document's chunks in order (ordinal is the cursor). */
   chunkPage: (db: Db, documentId: string, limit: number, afterOrdinal: number) =>

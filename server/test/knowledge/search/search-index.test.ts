@@ -322,7 +322,7 @@ describeEachDatabase('knowledge search index', (db) => {
     expect(missingNew.map((m) => m.id)).toEqual(expect.arrayContaining([a.id, b.id, c.id]));
     const mine = missingNew.filter((m) => m.user_id === user);
     expect(mine.map((m) => m.seq)).toEqual([a.seq, b.seq, c.seq]);
-    expect(mine[0]).toEqual({ seq: a.seq, id: a.id, user_id: user, collection_id: null, document_id: doc, text: 'one' });
+    expect(mine[0]).toEqual({ seq: a.seq, id: a.id, user_id: user, collection_id: null, document_id: doc, heading: null, text: 'one' });
     expect(await index.chunksMissingVectors('new-model', 2)).toHaveLength(2);
     expect((await index.chunksMissingVectors('old-model', 100_000)).map((m) => m.id)).not.toContain(a.id);
 

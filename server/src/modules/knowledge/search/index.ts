@@ -47,6 +47,7 @@ export interface MissingVectorChunk {
   user_id: string;
   collection_id: string | null;
   document_id: string;
+  heading: string | null;
   text: string;
 }
 

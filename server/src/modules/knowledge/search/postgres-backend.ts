@@ -63,7 +63,7 @@ export async function createPostgresBackend(database: Database, logger: Logger):
 
     async chunksMissingVectors(model: string, limit: number): Promise<MissingVectorChunk[]> {
       const { rows } = await sql<MissingVectorChunk>`
-        select c.seq, c.id, c.user_id, c.collection_id, c.document_id, c.text from chunks as c
+        select c.seq, c.id, c.user_id, c.collection_id, c.document_id, c.heading, c.text from chunks as c
         where not exists (select 1 from ${sql.table(vectors.table)} as v where v.chunk_seq = c.seq and v.model = ${model})
         order by c.seq limit ${limit}`.execute(db);
       return rows;

@@ -277,7 +277,7 @@ export async function createSqliteBackend(database: Database, options: SqliteBac
 
     async chunksMissingVectors(model: string, limit: number): Promise<MissingVectorChunk[]> {
       const { rows } = await sql<MissingVectorChunk>`
-        select c.seq, c.id, c.user_id, c.collection_id, c.document_id, c.text from chunks as c
+        select c.seq, c.id, c.user_id, c.collection_id, c.document_id, c.heading, c.text from chunks as c
         where not exists (select 1 from chunk_vectors as v join chunk_vector_parts as p on p.id = v.part where v.seq = c.seq and p.model = ${model})
         order by c.seq limit ${limit}`.execute(db);
       return rows;
