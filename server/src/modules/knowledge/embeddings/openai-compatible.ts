@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { abortableSleep, backoffMs, parseRetryAfter } from '../../../platform/retry.js';
 import { abortedError, EmbeddingsError, type Embedder, type EmbedOptions } from './embedder.js';
 import type { EmbeddingsConfig } from './embeddings.config.js';
 import { decodeEmbedding, normalize } from './vectors.js';
@@ -42,7 +43,7 @@ export function createOpenAICompatibleEmbedder(config: EmbeddingsConfig, logger:
       if (!response.ok) {
         // The body may echo the key or the texts: drained, never read into a message or a log.
         await response.body?.cancel().catch(() => undefined);
-        throw failureFor(response.status, what, retryAfterSeconds(response.headers.get('retry-after')));
+        throw failureFor(response.status, what, parseRetryAfter(response.headers.get('retry-after')));
       }
       const text = await response.text();
       try {
@@ -72,7 +73,7 @@ export function createOpenAICompatibleEmbedder(config: EmbeddingsConfig, logger:
       } catch (err) {
         if (!(err instanceof EmbeddingsError) || !err.retryable || n >= maxRetries) throw err;
         logger.warn({ host, reason: err.reason, upstream_status: err.upstreamStatus, retry: n + 1, max_retries: maxRetries }, 'embeddings request failed; retrying');
-        await sleep(backoffMs(n, retryBaseMs, err.retryAfterSeconds), signal);
+        await abortableSleep(backoffMs(n, retryBaseMs, err.retryAfterSeconds), signal, abortedError);
       }
     }
   }
@@ -133,34 +134,6 @@ function failureFor(status: number, what: string, retryAfter: number | undefined
   if (status === 400 || status === 404 || status === 413 || status === 422) return new EmbeddingsError('rejected', `${what} refused the request (HTTP ${status}); check EMBEDDINGS_MODEL and EMBEDDINGS_DIMENSIONS.`, 502, false, status);
   if (status === 408 || status === 504) return new EmbeddingsError('timeout', `${what} timed out (HTTP ${status}).`, 504, true, status);
   return new EmbeddingsError('upstream_error', `${what} is unavailable (HTTP ${status}).`, 502, status >= 500, status);
-}
-
-function backoffMs(retry: number, baseMs: number, retryAfterSeconds: number | undefined): number {
-  const computed = baseMs * 2 ** retry * (0.5 + Math.random());
-  return retryAfterSeconds !== undefined && retryAfterSeconds <= 30 ? Math.max(retryAfterSeconds * 1000, computed) : computed;
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) return reject(abortedError());
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(abortedError());
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-function retryAfterSeconds(header: string | null): number | undefined {
-  if (!header) return undefined;
-  const n = Number(header);
-  if (Number.isFinite(n)) return Math.max(0, n);
-  const date = Date.parse(header);
-  return Number.isNaN(date) ? undefined : Math.max(0, Math.round((date - Date.now()) / 1000));
 }
 
 function hostOf(url: string): string {

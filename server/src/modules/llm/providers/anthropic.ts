@@ -36,6 +36,7 @@
  * never after. Errors carry Keel's own messages only, never the upstream body or the key.
  */
 import { Buffer } from 'node:buffer';
+import { abortableSleep, parseRetryAfter } from '../../../platform/retry.js';
 import { randomUUID } from 'node:crypto';
 import {
   UpstreamError,
@@ -512,14 +513,10 @@ class StreamTranslator {
 // ---------------------------------------------------------------------------------------------
 // Transport
 
-function parseRetryAfter(response: UpstreamResponse): number | undefined {
+function retryAfterOf(response: UpstreamResponse): number | undefined {
   const ms = response.header('retry-after-ms');
   if (ms !== undefined && /^\d+(\.\d+)?$/.test(ms.trim())) return Number(ms) / 1000;
-  const value = response.header('retry-after');
-  if (value === undefined) return undefined;
-  if (/^\d+(\.\d+)?$/.test(value.trim())) return Number(value);
-  const date = Date.parse(value);
-  return Number.isNaN(date) ? undefined : Math.max(0, (date - Date.now()) / 1000);
+  return parseRetryAfter(response.header('retry-after'));
 }
 
 /** Reads a response body (the idle timeout is the transport's), mapping every failure to an UpstreamError. */
@@ -575,21 +572,6 @@ function errorsFor(what: string, idleTimeoutMs: number): Errors {
   };
 }
 
-function sleep(ms: number, signal: AbortSignal, aborted: () => UpstreamError): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(aborted());
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(aborted());
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
 export function createAnthropicProvider(opts: AnthropicProviderOptions, client: UpstreamClient = createUpstreamClient(opts.baseUrl)): Provider {
   const what = `Anthropic (${opts.name})`;
   const { connectTimeoutMs, idleTimeoutMs, maxRetries, retryBaseMs } = opts.resilience;
@@ -622,7 +604,7 @@ export function createAnthropicProvider(opts: AnthropicProviderOptions, client: 
         const response = await client.send({ method: body === undefined ? 'GET' : 'POST', path, headers: body === undefined ? getHeaders : postHeaders, body, signal, connectTimeoutMs, idleTimeoutMs });
         if (response.status >= 200 && response.status < 300) return response;
         // The error body is never read: Keel's message must not carry what the provider said.
-        const retryAfter = parseRetryAfter(response);
+        const retryAfter = retryAfterOf(response);
         response.close();
         failure = upstreamErrorFor(response.status, what, retryAfter === undefined ? undefined : Math.ceil(retryAfter));
         retryable = response.status === 429 || response.status >= 500;
@@ -637,7 +619,7 @@ export function createAnthropicProvider(opts: AnthropicProviderOptions, client: 
         retryable = true;
       }
       if (!retryable || attempt >= retries) throw failure;
-      await sleep(delayMs ?? backoff(attempt), signal, errors.aborted);
+      await abortableSleep(delayMs ?? backoff(attempt), signal, errors.aborted);
     }
   }
 

@@ -1,4 +1,5 @@
 import type { ProviderConfig } from '../llm.config.js';
+import { abortableSleep, backoffMs, parseRetryAfter } from '../../../platform/retry.js';
 import {
   UpstreamError, upstreamErrorFor,
   type CallOptions, type ChatChunk, type ChatCompletion, type ChatRequest, type EmbeddingsRequest, type EmbeddingsResponse, type Provider, type RawStream,
@@ -39,7 +40,7 @@ export function createOpenAICompatibleProvider(config: ProviderConfig, client: U
         throw failure;
       }
       if (response.status >= 200 && response.status < 300) return response;
-      const retryAfter = retryAfterSeconds(response.header('retry-after'));
+      const retryAfter = parseRetryAfter(response.header('retry-after'));
       // The upstream's body may echo keys or prompts: it is dropped, never forwarded or logged.
       response.close();
       const failure = upstreamErrorFor(response.status, what, retryAfter);
@@ -159,32 +160,8 @@ function aborted(): UpstreamError {
   return new UpstreamError('upstream_aborted', 'The request was cancelled.', 499, false);
 }
 
-async function backoff(attempt: number, baseMs: number, retryAfterSeconds: number | undefined, signal: AbortSignal): Promise<void> {
-  const computed = baseMs * 2 ** attempt * (0.5 + Math.random());
-  const ms = retryAfterSeconds !== undefined && retryAfterSeconds <= 30 ? Math.max(retryAfterSeconds * 1000, computed) : computed;
-  await new Promise<void>((resolve, reject) => {
-    if (signal.aborted) {
-      reject(aborted());
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(aborted());
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-function retryAfterSeconds(header: string | undefined): number | undefined {
-  if (!header) return undefined;
-  const n = Number(header);
-  if (Number.isFinite(n)) return n;
-  const date = Date.parse(header);
-  return Number.isNaN(date) ? undefined : Math.max(0, Math.round((date - Date.now()) / 1000));
+function backoff(attempt: number, baseMs: number, retryAfterSeconds: number | undefined, signal: AbortSignal): Promise<void> {
+  return abortableSleep(backoffMs(attempt, baseMs, retryAfterSeconds), signal, aborted);
 }
 
 function hostOf(url: string): string {
