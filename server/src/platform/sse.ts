@@ -117,3 +117,15 @@ export async function awaitOrOpen<T>(promise: Promise<T>, sse: SseStream, ms: nu
     clearTimeout(timer);
   }
 }
+
+/**
+ * Aborted when the client closes the connection before the reply was sent, so the work it asked for
+ * (an upstream call, a generation) is cancelled. SseStream's `clientGone` is the same for streams.
+ */
+export function abortOnClose(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  reply.raw.on('close', () => {
+    if (!reply.raw.writableEnded) controller.abort();
+  });
+  return controller.signal;
+}

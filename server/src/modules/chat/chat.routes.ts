@@ -4,7 +4,7 @@ import { AppError } from '../../platform/errors.js';
 import type { ModuleContext } from '../../platform/module.js';
 import { limitPerKey } from '../../platform/rate-limit.js';
 import { ANY_CREDENTIAL, AUTHED_ERRORS, errorResponses } from '../../platform/schemas.js';
-import { awaitOrOpen, SseStream } from '../../platform/sse.js';
+import { abortOnClose, awaitOrOpen, SseStream } from '../../platform/sse.js';
 import type { ChatService, MessageView } from './chat.service.js';
 import type { Generation } from './generation.js';
 
@@ -98,13 +98,10 @@ export async function chatRoutes(app: FastifyInstance, ctx: ModuleContext, chat:
     const conversationId = (request.params as Static<typeof IdParams>).id;
     const { userMessage, assistantMessage, generation } = await chat.send(principal, conversationId, body.content, { resumable: body.resumable === true, requestId: String(request.id) });
     if (!wantsStream) {
-      const gone = new AbortController();
-      reply.raw.on('close', () => {
-        if (!reply.raw.writableEnded) gone.abort();
-      });
+      const gone = abortOnClose(reply);
       // Detaching when the client leaves cancels a non-resumable generation.
-      for await (const _ of generation.attach(0, gone.signal)) { /* wait for the end */ }
-      if (gone.signal.aborted) return reply;
+      for await (const _ of generation.attach(0, gone)) { /* wait for the end */ }
+      if (gone.aborted) return reply;
       await generation.settled;
       const final = await chat.message(principal, conversationId, assistantMessage.id);
       return { user_message: userMessage, assistant_message: final, usage: final.usage, citations: final.citations ?? [] };

@@ -4,7 +4,7 @@ import { Type, type Static } from 'typebox';
 import { AppError } from '../../platform/errors.js';
 import type { ModuleContext } from '../../platform/module.js';
 import { ANY_CREDENTIAL, AUTHED_ERRORS, errorResponses, Page } from '../../platform/schemas.js';
-import { SseStream } from '../../platform/sse.js';
+import { abortOnClose, SseStream } from '../../platform/sse.js';
 import type { AnswerEvent, AnswerService } from './answer.js';
 import { tooLarge, type KnowledgeService } from './knowledge.service.js';
 
@@ -185,12 +185,9 @@ export async function knowledgeRoutes(app: FastifyInstance, ctx: ModuleContext, 
     const input = { query: body.query, limit: body.limit ?? 5, ...(body.collection_ids ? { collectionIds: body.collection_ids } : {}) };
     const wantsStream = body.stream === true || (request.headers.accept ?? '').includes('text/event-stream');
     if (!wantsStream) {
-      const gone = new AbortController();
-      reply.raw.on('close', () => {
-        if (!reply.raw.writableEnded) gone.abort();
-      });
+      const gone = abortOnClose(reply);
       let done: Extract<AnswerEvent, { type: 'done' }> | undefined;
-      for await (const event of answers.answer(request.principal!, input, { requestId: String(request.id), signal: gone.signal, endpoint: '/search/llm' })) {
+      for await (const event of answers.answer(request.principal!, input, { requestId: String(request.id), signal: gone, endpoint: '/search/llm' })) {
         if (event.type === 'done') done = event;
       }
       return { answer: done!.answer, citations: done!.citations, usage: done!.usage };

@@ -1,9 +1,9 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type, type Static } from 'typebox';
 import { AppError, errorBody } from '../../platform/errors.js';
 import type { ModuleContext } from '../../platform/module.js';
 import { ANY_CREDENTIAL, AUTHED_ERRORS, errorResponses } from '../../platform/schemas.js';
-import { awaitOrOpen, SseStream } from '../../platform/sse.js';
+import { abortOnClose, awaitOrOpen, SseStream } from '../../platform/sse.js';
 import type { LlmGateway } from './llm.service.js';
 import type { ChatMessage, ChatRequest, EmbeddingsRequest } from './providers/provider.js';
 
@@ -39,15 +39,6 @@ const PresetBody = Type.Object({
 const PresetParams = Type.Object({ preset: Type.String({ minLength: 1, maxLength: 64 }) });
 
 const UsageSchema = Type.Object({ prompt_tokens: Type.Integer(), completion_tokens: Type.Integer(), total_tokens: Type.Integer(), estimated: Type.Boolean() });
-
-/** Aborted when the client closes the connection before the reply was sent: the upstream call is cancelled. */
-function abortOnClose(reply: FastifyReply): AbortSignal {
-  const controller = new AbortController();
-  reply.raw.on('close', () => {
-    if (!reply.raw.writableEnded) controller.abort();
-  });
-  return controller.signal;
-}
 
 function presetRequest(gateway: LlmGateway, request: FastifyRequest): ChatRequest {
   const { preset } = request.params as Static<typeof PresetParams>;
