@@ -135,6 +135,9 @@ const jobsRepository = {
     return Number(r.numUpdatedRows) === 1;
   },
 
+  anyActive: async (db: Db, type: string): Promise<boolean> =>
+    (await db.selectFrom('jobs').select('id').where('type', '=', type).where('status', 'in', ['pending', 'running']).limit(1).executeTakeFirst()) !== undefined,
+
   view: (db: Db, ownerId: string, id: string) =>
     db.selectFrom('jobs').selectAll().where('id', '=', id).where('owner_id', '=', ownerId).executeTakeFirst(),
 };
@@ -271,6 +274,11 @@ export class JobQueue {
   async view(ownerId: string, id: string): Promise<JobView | undefined> {
     const row = await jobsRepository.view(this.database.db, ownerId, id);
     return row && toJobView(row);
+  }
+
+  /** Whether a job of `type` is waiting or running anywhere (for jobs that should be queued once). */
+  hasActive(type: string): Promise<boolean> {
+    return jobsRepository.anyActive(this.database.db, type);
   }
 
   /** Starts `workers` claim loops (none when 0). Call once every handler is registered. */

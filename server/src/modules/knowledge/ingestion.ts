@@ -133,8 +133,7 @@ export async function scheduleReembedIfNeeded(deps: IngestionDeps): Promise<bool
   const db = deps.database.db;
   const stale = await repo.documentsNotEmbeddedWith(db, embedder.model, 1);
   if (stale.length === 0) return false;
-  const queued = await db.selectFrom('jobs').select('id').where('type', '=', REEMBED_JOB).where('status', 'in', ['pending', 'running']).executeTakeFirst();
-  if (queued) return false;
+  if (await deps.jobs.hasActive(REEMBED_JOB)) return false;
   await deps.jobs.enqueue(db, { type: REEMBED_JOB, ownerId: null, payload: { model: embedder.model } });
   deps.logger.info({ model: embedder.model }, 'the embedding model changed: re-embedding documents in the background');
   return true;
