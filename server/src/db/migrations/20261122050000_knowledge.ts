@@ -77,6 +77,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     await sql`alter table chunks add column tsv tsvector generated always as (to_tsvector('english', coalesce(heading, '') || ' ' || text)) stored`.execute(db);
     await sql`create index chunks_tsv_idx on chunks using gin (tsv)`.execute(db);
   } else {
+    // Owner and collection of a chunk without reading its row (text and all): the lexical search looks
+    // them up once per FTS5 match (modules/knowledge/search/sqlite-backend.ts names this index).
+    await db.schema.createIndex('chunks_search_owner_idx').on('chunks').columns(['seq', 'user_id', 'collection_id']).execute();
     await sql`create virtual table chunks_fts using fts5(heading, text, content='chunks', content_rowid='seq', tokenize='porter unicode61')`.execute(db);
     await sql`create trigger chunks_fts_insert after insert on chunks begin
       insert into chunks_fts(rowid, heading, text) values (new.seq, new.heading, new.text);

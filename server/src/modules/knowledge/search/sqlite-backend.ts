@@ -314,9 +314,6 @@ async function setUp(db: Kysely<DB>): Promise<void> {
         where op.id = chunk_vectors.part)
       where seq = new.seq;
     end`.execute(trx);
-    // Owner and collection of a chunk without reading its row (text and all): the lexical query
-    // looks them up once per FTS5 match.
-    await sql`create index if not exists chunks_search_owner_idx on chunks (seq, user_id, collection_id)`.execute(trx);
     // Each part's version moves with every write to its vectors, in the same transaction (the sign-bit
     // cache's check). A new part starts at a random version, so a part id reused after its part was
     // dropped is not mistaken for the dropped one.
